@@ -1,0 +1,138 @@
+// xgrad: the graph recorded as ops run, grad mode, the engine entry points and the custom-op API.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "xgrad/tensor.hpp"
+
+namespace xg::autograd {
+
+/// Whether ops record the graph on this thread (thread-local, on by default).
+bool is_grad_enabled();
+void set_grad_enabled(bool enabled);
+
+/// Turns graph recording off on this thread for its scope (like torch.no_grad()).
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(is_grad_enabled()) { set_grad_enabled(false); }
+  ~NoGradGuard() { set_grad_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// Sets grad mode for its scope.
+class GradModeGuard {
+ public:
+  explicit GradModeGuard(bool enabled) : prev_(is_grad_enabled()) { set_grad_enabled(enabled); }
+  ~GradModeGuard() { set_grad_enabled(prev_); }
+  GradModeGuard(const GradModeGuard&) = delete;
+  GradModeGuard& operator=(const GradModeGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// Maps the gradient of an op's output to the gradients of its inputs (one per input, undefined = none).
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+/// One recorded op. A node points to the nodes of its inputs; its backward rule holds what it needs.
+class Node {
+ public:
+  Node(std::string name, std::vector<std::shared_ptr<Node>> next, std::vector<Shape> input_shapes,
+       std::vector<DType> input_dtypes, BackwardFn fn);
+  ~Node();
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  /// "MulBackward": the op's name with "Backward".
+  const std::string& name() const { return name_; }
+  /// Nodes of the inputs, one per input (null where the input needs no gradient).
+  const std::vector<std::shared_ptr<Node>>& next() const { return next_; }
+  bool is_accumulator() const { return leaf_ != nullptr; }
+  bool released() const { return released_; }
+  /// Makes backward store this node's output gradient in `output`'s .grad (Tensor::retain_grad).
+  void retain_output(const std::shared_ptr<TensorImpl>& output) { retained_ = output; }
+
+ private:
+  friend struct Engine;
+  friend std::shared_ptr<Node> grad_accumulator(const Tensor& leaf);
+  friend Tensor record_node(std::string_view, const std::vector<Tensor>&, Tensor, BackwardFn);
+  std::string name_;
+  std::vector<std::shared_ptr<Node>> next_;
+  std::vector<Shape> input_shapes_;
+  std::vector<DType> input_dtypes_;
+  BackwardFn fn_;
+  std::shared_ptr<TensorImpl> leaf_;       // set for the node that accumulates into a leaf's .grad
+  std::weak_ptr<TensorImpl> retained_;     // a non-leaf output that asked for retain_grad()
+  bool released_ = false;
+};
+
+/// True if recording is on and any input requires a gradient.
+bool needs_grad(std::initializer_list<Tensor> inputs);
+bool needs_grad(const std::vector<Tensor>& inputs);
+
+/// Records an op: `result` was computed from `inputs` (without recording); `backward` maps the output
+/// gradient to one gradient per input. This is the custom-op API and every built-in op uses it:
+///
+///   Tensor my_square(const Tensor& x) {
+///     Tensor y = xg::mul(x.detach(), x.detach());                 // forward, computed however you like
+///     return xg::autograd::record("my_square", {x}, y, [sx = Saved(x)](const Tensor& g) {
+///       return std::vector<Tensor>{g * 2.0 * sx.get()};          // d/dx x^2 = 2x
+///     });
+///   }
+///
+/// Backward rules written with Tensor ops are differentiable again (create_graph).
+Tensor record_node(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, BackwardFn backward);
+
+template <class F>
+Tensor record(std::string_view name, std::initializer_list<Tensor> inputs, Tensor result, F&& backward) {
+  if (!needs_grad(inputs)) return result;
+  return record_node(name, std::vector<Tensor>(inputs), std::move(result), BackwardFn(std::forward<F>(backward)));
+}
+template <class F>
+Tensor record(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, F&& backward) {
+  if (!needs_grad(inputs)) return result;
+  return record_node(name, inputs, std::move(result), BackwardFn(std::forward<F>(backward)));
+}
+
+/// A tensor kept for backward, with the version it had when saved: backward refuses to use it if it was
+/// modified in place since. Save an op's own output with Saved::output, which keeps no graph reference.
+class Saved {
+ public:
+  Saved() = default;
+  explicit Saved(const Tensor& t);
+  static Saved output(const Tensor& t);
+  /// The saved tensor; throws if it was modified in place after being saved.
+  const Tensor& get() const;
+
+ private:
+  Tensor t_;
+  std::uint32_t version_ = 0;
+};
+
+/// The node that accumulates gradients into a leaf's .grad (created on first use).
+std::shared_ptr<Node> grad_accumulator(const Tensor& leaf);
+
+/// Runs backward from `outputs`, accumulating into the .grad of the leaves.
+void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs = {},
+              bool retain_graph = false, bool create_graph = false);
+
+/// Options for autograd::grad.
+struct GradOptions {
+  bool retain_graph = false;
+  bool create_graph = false;  // record the backward itself, for higher-order derivatives
+  bool allow_unused = false;  // return undefined tensors for inputs the outputs do not depend on
+};
+
+/// Gradients of `outputs` with respect to `inputs`, without touching any .grad.
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs = {}, GradOptions options = {});
+
+}  // namespace xg::autograd

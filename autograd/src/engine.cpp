@@ -1,0 +1,306 @@
+// The graph and the engine: grad mode, recording nodes, saved tensors, backward and grad.
+#include <algorithm>
+#include <cctype>
+#include <unordered_map>
+
+#include "internal.hpp"
+
+namespace xg::autograd {
+using namespace xg::detail;
+
+namespace {
+thread_local bool grad_enabled = true;
+thread_local const Node* running_node = nullptr;  // names the op in errors raised inside a backward rule
+
+// Nodes are freed through an explicit work list so that tearing down a chain of 100,000 ops does not
+// recurse 100,000 destructors deep. Both thread-locals are trivially destructible on purpose: a graph
+// held by a static object may be freed after the thread's other thread-locals are gone.
+struct DeleteQueue {
+  std::vector<std::shared_ptr<Node>> nodes;
+  std::vector<BackwardFn> fns;
+  std::vector<std::shared_ptr<TensorImpl>> impls;
+};
+thread_local DeleteQueue* delete_queue = nullptr;
+
+std::string node_name(std::string_view op) {
+  std::string out;
+  bool upper = true;
+  for (char c : op) {
+    if (c == '_') {
+      upper = true;
+      continue;
+    }
+    out += upper ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
+    upper = false;
+  }
+  return out + "Backward";
+}
+}  // namespace
+
+bool is_grad_enabled() { return grad_enabled; }
+void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
+
+Node::Node(std::string name, std::vector<std::shared_ptr<Node>> next, std::vector<Shape> input_shapes,
+           std::vector<DType> input_dtypes, BackwardFn fn)
+    : name_(std::move(name)),
+      next_(std::move(next)),
+      input_shapes_(std::move(input_shapes)),
+      input_dtypes_(std::move(input_dtypes)),
+      fn_(std::move(fn)) {}
+
+Node::~Node() {
+  DeleteQueue local;
+  DeleteQueue* q = delete_queue ? delete_queue : &local;
+  for (auto& n : next_)
+    if (n) q->nodes.push_back(std::move(n));
+  if (fn_) q->fns.push_back(std::move(fn_));
+  if (leaf_) q->impls.push_back(std::move(leaf_));
+  if (delete_queue) return;  // an outer destructor is draining the queue
+  delete_queue = &local;
+  while (!local.nodes.empty() || !local.fns.empty() || !local.impls.empty()) {
+    if (!local.fns.empty()) {
+      BackwardFn f = std::move(local.fns.back());
+      local.fns.pop_back();
+    } else if (!local.impls.empty()) {
+      std::shared_ptr<TensorImpl> i = std::move(local.impls.back());
+      local.impls.pop_back();
+    } else {
+      std::shared_ptr<Node> n = std::move(local.nodes.back());
+      local.nodes.pop_back();
+    }
+  }
+  delete_queue = nullptr;
+}
+
+bool needs_grad(std::initializer_list<Tensor> inputs) {
+  if (!grad_enabled) return false;
+  for (const auto& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+bool needs_grad(const std::vector<Tensor>& inputs) {
+  if (!grad_enabled) return false;
+  for (const auto& t : inputs)
+    if (t.defined() && t.requires_grad()) return true;
+  return false;
+}
+
+std::shared_ptr<Node> grad_accumulator(const Tensor& leaf) {
+  auto& impl = leaf.impl();
+  XG_CHECK(impl && !impl->grad_fn && impl->requires_grad, "grad_accumulator: tensor is not a leaf that requires grad");
+  if (auto n = impl->grad_accumulator.lock()) return n;
+  auto n = std::make_shared<Node>("AccumulateGrad", std::vector<std::shared_ptr<Node>>{}, std::vector<Shape>{},
+                                  std::vector<DType>{}, nullptr);
+  n->leaf_ = impl;
+  impl->grad_accumulator = n;
+  return n;
+}
+
+Tensor record_node(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, BackwardFn backward) {
+  if (!is_floating(result.dtype())) return result;  // int64 results carry no gradient
+  std::vector<std::shared_ptr<Node>> next(inputs.size());
+  std::vector<Shape> shapes(inputs.size());
+  std::vector<DType> dtypes(inputs.size(), DType::float32);
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& in = inputs[i];
+    if (!in.defined()) continue;
+    shapes[i] = in.shape();
+    dtypes[i] = in.dtype();
+    if (!in.requires_grad()) continue;
+    next[i] = in.grad_fn() ? in.grad_fn() : grad_accumulator(in);
+    // An op may hand back one of its inputs unchanged; give the output its own identity.
+    if (result.is_same(in)) result = result.detach();
+  }
+  if (result.impl()->grad_fn || result.impl()->requires_grad) result = result.detach();
+  result.impl()->grad_fn =
+      std::make_shared<Node>(node_name(name), std::move(next), std::move(shapes), std::move(dtypes), std::move(backward));
+  return result;
+}
+
+Saved::Saved(const Tensor& t) : t_(t), version_(t.defined() ? t.version() : 0) {}
+Saved Saved::output(const Tensor& t) {
+  // Holding the output itself would make its node own a handle to itself: a reference cycle.
+  return Saved(t.detach());
+}
+const Tensor& Saved::get() const {
+  if (t_.defined() && t_.version() != version_) {
+    fail("{}: a tensor saved for backward (shape {}{}) was modified by an in-place operation: it was saved at "
+         "version {} and is now at version {}. Hint: clone() the tensor before modifying it, or modify it only "
+         "after backward()",
+         running_node ? running_node->name() : std::string("backward"), shape_str(t_.shape()),
+         t_.name().empty() ? "" : ", name \"" + t_.name() + "\"", version_, t_.version());
+  }
+  return t_;
+}
+
+struct Engine {
+  struct Task {
+    int deps = 0;
+    Tensor grad;
+  };
+
+  static void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
+
+  static void accumulate_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
+    if (create_graph) {
+      leaf.grad = leaf.grad ? add(Tensor(leaf.grad), g).impl() : g.impl();
+      return;
+    }
+    if (!leaf.grad) {
+      // Keep the incoming buffer when nothing else refers to it; otherwise own a contiguous copy.
+      bool exclusive = g.impl().use_count() == 1 && g.impl()->storage.use_count() == 1 && g.is_contiguous() &&
+                       g.offset() == 0;
+      leaf.grad = exclusive ? g.impl() : g.clone().impl();
+    } else {
+      Tensor(leaf.grad).add_(g);
+    }
+  }
+
+  static std::shared_ptr<Node> root_node(const Tensor& t) { return t.grad_fn() ? t.grad_fn() : grad_accumulator(t); }
+
+  static void run(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool keep_graph,
+                  bool create_graph, const std::vector<Tensor>* inputs, std::vector<Tensor>* captured,
+                  bool allow_unused) {
+    std::string_view op = inputs ? "grad" : "backward";
+    XG_CHECK(!outputs.empty(), "{}: no outputs given", op);
+    XG_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(),
+             "{}: got {} outputs but {} gradients; give one gradient per output", op, outputs.size(), grad_outputs.size());
+
+    std::unordered_map<Node*, Task> tasks;
+    std::vector<std::shared_ptr<Node>> roots;
+    std::vector<Tensor> root_grads;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const Tensor& out = outputs[i];
+      XG_CHECK(out.defined(), "{}: output {} is an undefined tensor", op, i);
+      XG_CHECK(out.requires_grad(),
+               "{}: output {} (shape {}) does not require grad and has no grad_fn. Hint: call requires_grad_() on the "
+               "leaves, and do not compute the output under NoGradGuard",
+               op, i, shape_str(out.shape()));
+      Tensor g = grad_outputs.empty() ? Tensor() : grad_outputs[i];
+      if (!g.defined()) {
+        XG_CHECK(out.numel() == 1,
+                 "{}: the gradient can be created implicitly only for one-element outputs, but output {} has shape {}. "
+                 "Hint: pass a gradient of the same shape, e.g. y.backward(xg::ones_like(y))",
+                 op, i, shape_str(out.shape()));
+        g = ones(out.shape(), {out.dtype()});
+      }
+      XG_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(),
+               "{}: gradient {} {} does not match output {} {} {}", op, dtype_name(g.dtype()), shape_str(g.shape()), i,
+               dtype_name(out.dtype()), shape_str(out.shape()));
+      roots.push_back(root_node(out));
+      root_grads.push_back(g);
+    }
+
+    // Discover the graph and count, for each node, the edges that lead into it.
+    {
+      std::vector<Node*> stack;
+      for (auto& r : roots)
+        if (tasks.try_emplace(r.get()).second) stack.push_back(r.get());
+      while (!stack.empty()) {
+        Node* n = stack.back();
+        stack.pop_back();
+        for (auto& nx : n->next_) {
+          if (!nx) continue;
+          auto [it, fresh] = tasks.try_emplace(nx.get());
+          ++it->second.deps;
+          if (fresh) stack.push_back(nx.get());
+        }
+      }
+    }
+
+    std::unordered_map<Node*, std::vector<std::size_t>> capture_at;
+    if (inputs) {
+      captured->assign(inputs->size(), Tensor());
+      for (std::size_t i = 0; i < inputs->size(); ++i) {
+        const Tensor& in = (*inputs)[i];
+        XG_CHECK(in.defined() && in.requires_grad(), "grad: input {} (shape {}) does not require grad", i,
+                 in.defined() ? shape_str(in.shape()) : std::string("undefined"));
+        Node* n = in.grad_fn() ? in.grad_fn().get() : in.impl()->grad_accumulator.lock().get();
+        if (n && tasks.count(n)) capture_at[n].push_back(i);
+      }
+    }
+
+    GradModeGuard mode(create_graph);
+    for (std::size_t i = 0; i < roots.size(); ++i) accumulate(tasks[roots[i].get()].grad, root_grads[i]);
+
+    std::vector<Node*> ready;
+    for (auto& r : roots)
+      if (tasks[r.get()].deps == 0 && std::find(ready.begin(), ready.end(), r.get()) == ready.end())
+        ready.push_back(r.get());
+
+    while (!ready.empty()) {
+      Node* n = ready.back();
+      ready.pop_back();
+      Tensor g = std::move(tasks[n].grad);
+      if (inputs) {
+        auto it = capture_at.find(n);
+        if (it != capture_at.end())
+          for (auto idx : it->second) (*captured)[idx] = g;
+      } else if (auto kept = n->retained_.lock(); kept && g.defined()) {
+        Tensor keep = create_graph ? g : g.detach();
+        kept->grad = kept->grad ? add(Tensor(kept->grad), keep).impl() : keep.clone().impl();
+      }
+
+      if (n->leaf_) {
+        if (!inputs && g.defined()) accumulate_leaf(*n->leaf_, std::move(g), create_graph);
+        continue;
+      }
+      if (g.defined()) {
+        XG_CHECK(!n->released_,
+                 "{}: trying to backward through the graph a second time (through {}), but its saved tensors were "
+                 "freed after the first backward. Hint: pass retain_graph=true to the first backward",
+                 op, n->name_);
+        std::vector<Tensor> in_grads;
+        running_node = n;
+        try {
+          in_grads = n->fn_(g);
+        } catch (...) {
+          running_node = nullptr;
+          throw;
+        }
+        running_node = nullptr;
+        XG_CHECK(in_grads.size() == n->next_.size(), "{}: the backward rule returned {} gradients for {} inputs",
+                 n->name_, in_grads.size(), n->next_.size());
+        for (std::size_t i = 0; i < in_grads.size(); ++i) {
+          if (!n->next_[i] || !in_grads[i].defined()) continue;
+          const Tensor& gi = in_grads[i];
+          XG_CHECK(gi.shape() == n->input_shapes_[i] && gi.dtype() == n->input_dtypes_[i],
+                   "{}: the backward rule returned a gradient of {} {} for input {} of {} {}", n->name_,
+                   dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(n->input_dtypes_[i]),
+                   shape_str(n->input_shapes_[i]));
+          accumulate(tasks[n->next_[i].get()].grad, gi);
+        }
+      }
+      if (!keep_graph && !n->released_) {
+        n->released_ = true;
+        BackwardFn drop = std::move(n->fn_);
+        n->fn_ = nullptr;
+      }
+      for (auto& nx : n->next_)
+        if (nx && --tasks[nx.get()].deps == 0) ready.push_back(nx.get());
+    }
+
+    if (inputs && !allow_unused) {
+      for (std::size_t i = 0; i < captured->size(); ++i)
+        XG_CHECK((*captured)[i].defined(),
+                 "grad: input {} (shape {}) was not used to compute the outputs. Hint: pass allow_unused=true to get "
+                 "an undefined gradient for it",
+                 i, shape_str((*inputs)[i].shape()));
+    }
+  }
+};
+
+void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
+              bool create_graph) {
+  Engine::run(outputs, grad_outputs, retain_graph || create_graph, create_graph, nullptr, nullptr, false);
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, GradOptions options) {
+  std::vector<Tensor> result;
+  Engine::run(outputs, grad_outputs, options.retain_graph || options.create_graph, options.create_graph, &inputs,
+              &result, options.allow_unused);
+  return result;
+}
+
+}  // namespace xg::autograd

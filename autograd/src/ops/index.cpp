@@ -1,0 +1,166 @@
+// Indexing ops: index_select / index_add (embedding lookup and its gradient), gather / scatter_add.
+// Each pair is the other's backward rule.
+#include <algorithm>
+
+#include "../internal.hpp"
+
+namespace xg {
+using namespace detail;
+using autograd::record;
+using Grads = std::vector<Tensor>;
+
+namespace detail {
+Tensor contiguous_data(const Tensor& x);
+}
+
+namespace {
+
+void check_index(const Tensor& index, std::string_view op) {
+  XG_CHECK(index.dtype() == DType::int64, "{}: index must be an int64 tensor, got {} {}. Hint: build it with "
+           "xg::index_tensor or .to(xg::int64)", op, dtype_name(index.dtype()), shape_str(index.shape()));
+}
+
+/// Throws on the first index outside [0, size).
+void check_range(const Tensor& index, std::int64_t size, std::string_view op, std::int64_t dim, const Shape& shape) {
+  for (auto v : index.to_vector<std::int64_t>())
+    XG_CHECK(v >= 0 && v < size, "{}: index {} is out of range for dim {} of size {} (input shape {})", op, v, dim,
+             size, shape_str(shape));
+}
+
+/// outer = product of dims before `dim`, inner = product after.
+std::pair<std::int64_t, std::int64_t> outer_inner(const Shape& s, std::int64_t dim) {
+  std::int64_t outer = 1, inner = 1;
+  for (std::int64_t i = 0; i < dim; ++i) outer *= s[i];
+  for (std::size_t i = dim + 1; i < s.size(); ++i) inner *= s[i];
+  return {outer, inner};
+}
+
+/// Shape and strides for reading `t` at the positions of an index tensor, with `dim` replaced by the index.
+Shape strides_without(const Tensor& t, std::int64_t dim) {
+  Shape st = t.strides();
+  st[dim] = 0;
+  return st;
+}
+
+}  // namespace
+
+Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
+  check_index(index, "index_select");
+  XG_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape {}", shape_str(index.shape()));
+  XG_CHECK(x.dim() > 0, "index_select: cannot index a 0-d tensor");
+  std::int64_t d = wrap_dim(dim, x.dim(), "index_select", x.shape());
+  check_range(index, x.shape()[d], "index_select", d, x.shape());
+  Shape shape = x.shape();
+  shape[d] = index.numel();
+  Tensor out = empty(shape, {x.dtype()});
+  Tensor xc = contiguous_data(x);
+  auto idx = index.to_vector<std::int64_t>();
+  auto [outer, inner] = outer_inner(x.shape(), d);
+  std::int64_t n = x.shape()[d], m = index.numel();
+  dispatch_all(x.dtype(), [&]<class T>() {
+    const T* px = ptr<T>(xc);
+    T* po = ptr<T>(out);
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t j = 0; j < m; ++j) std::copy_n(px + (o * n + idx[j]) * inner, inner, po + (o * m + j) * inner);
+  });
+  return record("index_select", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
+    return Grads{index_add(zeros(xs, {g.dtype()}), d, index, g)};  // d/dx: each picked row gets its gradient back
+  });
+}
+
+Tensor index_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src) {
+  check_index(index, "index_add");
+  check_same_dtype(x, src, "index_add");
+  XG_CHECK(index.dim() <= 1, "index_add: index must be 1-D, got shape {}", shape_str(index.shape()));
+  XG_CHECK(x.dim() > 0, "index_add: cannot index a 0-d tensor");
+  std::int64_t d = wrap_dim(dim, x.dim(), "index_add", x.shape());
+  Shape want = x.shape();
+  want[d] = index.numel();
+  XG_CHECK(src.shape() == want, "index_add: source of shape {} does not match {} (input shape {} with dim {} sized "
+           "like the index)", shape_str(src.shape()), shape_str(want), shape_str(x.shape()), d);
+  check_range(index, x.shape()[d], "index_add", d, x.shape());
+  Tensor out = x.detach().clone();
+  Tensor sc = contiguous_data(src);
+  auto idx = index.to_vector<std::int64_t>();
+  auto [outer, inner] = outer_inner(x.shape(), d);
+  std::int64_t n = x.shape()[d], m = index.numel();
+  dispatch_all(x.dtype(), [&]<class T>() {
+    T* po = ptr<T>(out);
+    const T* ps = ptr<T>(sc);
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t j = 0; j < m; ++j) {
+        T* dst = po + (o * n + idx[j]) * inner;
+        const T* s = ps + (o * m + j) * inner;
+        for (std::int64_t i = 0; i < inner; ++i) dst[i] += s[i];
+      }
+  });
+  return record("index_add", {x, src}, out, [d, index](const Tensor& g) {
+    return Grads{g, index_select(g, d, index)};  // d/dx = 1, d/dsrc = the rows it was added into
+  });
+}
+
+Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
+  check_index(index, "gather");
+  std::int64_t d = wrap_dim(dim, x.dim(), "gather", x.shape());
+  XG_CHECK(index.dim() == x.dim(), "gather: index has {} dims but the input has {} (index {}, input {})", index.dim(),
+           x.dim(), shape_str(index.shape()), shape_str(x.shape()));
+  for (std::int64_t k = 0; k < x.dim(); ++k)
+    XG_CHECK(k == d || index.shape()[k] <= x.shape()[k],
+             "gather: index shape {} is larger than input shape {} in dim {}", shape_str(index.shape()),
+             shape_str(x.shape()), k);
+  std::int64_t size = x.dim() == 0 ? 1 : x.shape()[d];
+  check_range(index, size, "gather", d, x.shape());
+  Tensor out = empty(index.shape(), {x.dtype()});
+  if (out.numel() == 0) return record("gather", {x}, out, [xs = x.shape()](const Tensor& g) { return Grads{zeros(xs, {g.dtype()})}; });
+  std::int64_t xstride = x.dim() == 0 ? 0 : x.strides()[d];
+  Shape sx = x.dim() == 0 ? Shape{} : strides_without(x, d);
+  dispatch_all(x.dtype(), [&]<class T>() {
+    const T* px = static_cast<const T*>(x.impl()->storage->data);
+    const auto* pi = static_cast<const std::int64_t*>(index.impl()->storage->data);
+    T* po = ptr<T>(out);
+    strided_loop<3>(index.shape(), {&index.strides(), &sx, &out.strides()}, {index.offset(), x.offset(), 0},
+                    [&](const auto& o, std::int64_t n, const auto& in) {
+                      for (std::int64_t i = 0; i < n; ++i)
+                        po[o[2] + i * in[2]] = px[o[1] + i * in[1] + pi[o[0] + i * in[0]] * xstride];
+                    });
+  });
+  return record("gather", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
+    return Grads{scatter_add(zeros(xs, {g.dtype()}), d, index, g)};  // d/dx: each gathered element gets its gradient
+  });
+}
+
+Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src) {
+  check_index(index, "scatter_add");
+  check_same_dtype(x, src, "scatter_add");
+  std::int64_t d = wrap_dim(dim, x.dim(), "scatter_add", x.shape());
+  XG_CHECK(index.shape() == src.shape(), "scatter_add: index shape {} must equal source shape {}",
+           shape_str(index.shape()), shape_str(src.shape()));
+  XG_CHECK(index.dim() == x.dim(), "scatter_add: index has {} dims but the input has {} (index {}, input {})",
+           index.dim(), x.dim(), shape_str(index.shape()), shape_str(x.shape()));
+  for (std::int64_t k = 0; k < x.dim(); ++k)
+    XG_CHECK(k == d || index.shape()[k] <= x.shape()[k],
+             "scatter_add: index shape {} is larger than input shape {} in dim {}", shape_str(index.shape()),
+             shape_str(x.shape()), k);
+  std::int64_t size = x.dim() == 0 ? 1 : x.shape()[d];
+  check_range(index, size, "scatter_add", d, x.shape());
+  Tensor out = x.detach().clone();
+  if (index.numel() > 0) {
+    std::int64_t ostride = x.dim() == 0 ? 0 : out.strides()[d];
+    Shape so = x.dim() == 0 ? Shape{} : strides_without(out, d);
+    dispatch_all(x.dtype(), [&]<class T>() {
+      T* po = ptr<T>(out);
+      const T* ps = static_cast<const T*>(src.impl()->storage->data);
+      const auto* pi = static_cast<const std::int64_t*>(index.impl()->storage->data);
+      strided_loop<3>(index.shape(), {&index.strides(), &so, &src.strides()}, {index.offset(), 0, src.offset()},
+                      [&](const auto& o, std::int64_t n, const auto& in) {
+                        for (std::int64_t i = 0; i < n; ++i)
+                          po[o[1] + i * in[1] + pi[o[0] + i * in[0]] * ostride] += ps[o[2] + i * in[2]];
+                      });
+    });
+  }
+  return record("scatter_add", {x, src}, out, [d, index](const Tensor& g) {
+    return Grads{g, gather(g, d, index)};  // d/dx = 1, d/dsrc = the element it was added into
+  });
+}
+
+}  // namespace xg

@@ -1,0 +1,131 @@
+// matmul on BLAS gemm. Transposed operands are passed to gemm as transpose flags with their leading
+// dimension, never copied; a (B, T, C) @ (C, D) product is one gemm over B*T rows.
+#include <cblas.h>
+
+#include "../internal.hpp"
+
+namespace xg {
+using namespace detail;
+using autograd::record;
+using Grads = std::vector<Tensor>;
+
+namespace detail {
+Tensor contiguous_data(const Tensor& x);
+}
+
+namespace {
+
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
+          const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              1.0f, a, int(lda), b, int(ldb), 0.0f, c, int(ldc));
+}
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
+          const double* b, std::int64_t ldb, double* c, std::int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              1.0, a, int(lda), b, int(ldb), 0.0, c, int(ldc));
+}
+
+/// How gemm reads the last two dims of an operand: transposed or not, with which leading dimension.
+struct MatrixLayout {
+  bool ok = false;
+  bool trans = false;
+  std::int64_t ld = 0;
+};
+MatrixLayout layout_of(const Tensor& t) {
+  std::int64_t nd = t.dim();
+  std::int64_t r = t.shape()[nd - 2], c = t.shape()[nd - 1];
+  std::int64_t sr = t.strides()[nd - 2], sc = t.strides()[nd - 1];
+  if (c == 1) sc = 1;  // a stride along a size-1 dim is never used
+  if (r == 1) sr = std::max<std::int64_t>(c, 1);
+  if (sc == 1 && sr >= std::max<std::int64_t>(c, 1)) return {true, false, sr};
+  if (c > 1 && r > 1 && sr == 1 && sc >= r) return {true, true, sc};
+  if (r == 1 && sc >= 1 && c > 1 && sc != 1) return {true, true, sc};  // a row read with a stride is a column
+  return {};
+}
+
+/// a (..., m, k) @ b (..., k, n) for nd >= 2 on both, with broadcast batch dims.
+Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
+  check_same_dtype(a_in, b_in, "matmul");
+  const Shape &sa = a_in.shape(), &sb = b_in.shape();
+  std::int64_t m = sa[sa.size() - 2], k = sa.back(), k2 = sb[sb.size() - 2], n = sb.back();
+  XG_CHECK(k == k2, "matmul: inner dimensions differ: {} @ {} ({} vs {})", shape_str(sa), shape_str(sb), k, k2);
+  Shape ba(sa.begin(), sa.end() - 2), bb(sb.begin(), sb.end() - 2);
+  Shape batch = broadcast_shapes(ba, bb, "matmul (batch dims)");
+  Shape shape = batch;
+  shape.push_back(m);
+  shape.push_back(n);
+
+  Tensor a = a_in, b = b_in;
+  MatrixLayout la = layout_of(a), lb = layout_of(b);
+  if (!la.ok) {
+    a = contiguous_data(a);
+    la = layout_of(a);
+  }
+  if (!lb.ok) {
+    b = contiguous_data(b);
+    lb = layout_of(b);
+  }
+  Tensor out = empty(shape, {a.dtype()});
+  if (out.numel() == 0) return out;
+  if (k == 0) return zeros(shape, {a.dtype()});
+
+  // Fold the batch of a into the rows when b has no batch and a's rows are evenly spaced: one big gemm.
+  std::int64_t nb = numel_of(batch);
+  bool fold = bb.empty() && !la.trans && a.is_contiguous();
+  dispatch_float(a.dtype(), "matmul", [&]<class T>() {
+    const T* pa = ptr<T>(a);
+    const T* pb = ptr<T>(b);
+    T* po = ptr<T>(out);
+    if (fold || nb == 1) {
+      gemm(la.trans, lb.trans, fold ? m * nb : m, n, k, pa, la.ld, pb, lb.ld, po, n);
+      return;
+    }
+    // Batch loop: offsets of each operand through its own (broadcast) batch strides.
+    Shape bsa = broadcast_strides(make_view(a, ba, Shape(a.strides().begin(), a.strides().end() - 2), 0), batch);
+    Shape bsb = broadcast_strides(make_view(b, bb, Shape(b.strides().begin(), b.strides().end() - 2), 0), batch);
+    Shape bso = contiguous_strides(batch);
+    for (auto& s : bso) s *= m * n;
+    strided_loop<3>(batch, {&bsa, &bsb, &bso}, {0, 0, 0}, [&](const auto& o, std::int64_t cnt, const auto& in) {
+      for (std::int64_t i = 0; i < cnt; ++i)
+        gemm(la.trans, lb.trans, m, n, k, pa + o[0] + i * in[0], la.ld, pb + o[1] + i * in[1], lb.ld,
+             po + o[2] + i * in[2], n);
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  XG_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got shapes {} and {}",
+           shape_str(a.shape()), shape_str(b.shape()));
+  // 1-D operands become matrices and the added dim is removed again, as in torch.matmul.
+  if (a.dim() == 1 && b.dim() == 1) {
+    XG_CHECK(a.shape()[0] == b.shape()[0], "matmul: inner dimensions differ: {} @ {}", shape_str(a.shape()),
+             shape_str(b.shape()));
+    return reshape(matmul(unsqueeze(a, 0), unsqueeze(b, 1)), {});
+  }
+  if (a.dim() == 1) return squeeze(matmul(unsqueeze(a, 0), b), -2);
+  if (b.dim() == 1) return squeeze(matmul(a, unsqueeze(b, 1)), -1);
+
+  Tensor out = matmul_nd(a, b);
+  bool ga = a.requires_grad(), gb = b.requires_grad();
+  return record("matmul", {a, b}, out, [sa = autograd::Saved(a), sb = autograd::Saved(b), ga, gb](const Tensor& g) {
+    const Tensor &x = sa.get(), &y = sb.get();
+    Tensor gx, gy;
+    if (ga) gx = sum_to(matmul(g, transpose(y, -1, -2)), x.shape());  // dA = dC B^T
+    if (gb) {
+      if (y.dim() == 2 && x.dim() > 2) {
+        // dB = A^T dC summed over the batch: one gemm with the batch folded into the inner dimension.
+        std::int64_t k = x.shape().back(), n = g.shape().back();
+        gy = matmul(transpose(reshape(x, {-1, k}), 0, 1), reshape(g, {-1, n}));
+      } else {
+        gy = sum_to(matmul(transpose(x, -1, -2), g), y.shape());  // dB = A^T dC
+      }
+    }
+    return Grads{gx, gy};
+  });
+}
+
+}  // namespace xg

@@ -1,0 +1,12 @@
+// xgrad: everything in one include.
+#pragma once
+
+#include "xgrad/autograd.hpp"
+#include "xgrad/format.hpp"
+#include "xgrad/gradcheck.hpp"
+#include "xgrad/nn/functional.hpp"
+#include "xgrad/nn/linear.hpp"
+#include "xgrad/nn/module.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/optim/sgd.hpp"
+#include "xgrad/tensor.hpp"
