@@ -66,7 +66,9 @@ bool gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, Gradc
 
   std::vector<Tensor> analytic(diff.size());
   if (out.requires_grad()) {
-    analytic = grad({out}, diff, {tensor(v, out.shape(), {out.dtype()})}, {.allow_unused = true});
+    // tensor() reads an empty shape as "1-D", so build flat and reshape (outputs may be 0-d).
+    Tensor cot = reshape(tensor(v, {static_cast<std::int64_t>(v.size())}, {out.dtype()}), out.shape());
+    analytic = grad({out}, diff, {cot}, {.allow_unused = true});
   }
 
   for (std::size_t k = 0; k < diff.size(); ++k) {

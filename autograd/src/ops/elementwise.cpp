@@ -345,11 +345,18 @@ Tensor gelu_backward_fused(const Tensor& g, const Tensor& x, bool approx) {
       return unary2_kernel<T>(g, x, [](const auto& gg, const auto& v) {
         return gg * (T(0.5) * (T(1) + xt::erf(v * T(M_SQRT1_2))) + v * xt::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi));
       });
-    return unary2_kernel<T>(g, x, [](const auto& gg, const auto& v) {
-      auto t = xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
-      return gg * (T(0.5) * (T(1) + t) +
-                   T(0.5) * v * (T(1) - t * t) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
-    });
+    // Two passes, t = tanh(u) first: an xtensor expression must not keep a local sub-expression (it
+    // would hold it by reference past the lambda's return).
+    Tensor t = unary_kernel<T>(x, [](const auto& v) { return xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v)); });
+    Tensor gc = contiguous_data(g), xc = contiguous_data(x);
+    const auto n = static_cast<std::size_t>(x.numel());
+    if (n == 0) return t;
+    auto gg = xt::adapt(ptr<T>(gc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+    auto v = xt::adapt(ptr<T>(xc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+    auto o = xt::adapt(ptr<T>(t), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+    xt::noalias(o) = gg * (T(0.5) * (T(1) + o) +
+                           T(0.5) * v * (T(1) - o * o) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
+    return t;
   });
 }
 }  // namespace
@@ -481,7 +488,9 @@ Tensor& Tensor::mul_(double v) { return mul_(scalar_tensor(v, dtype())); }
 Tensor& Tensor::fill_(double v) {
   return inplace_binary(*this, scalar_tensor(v, dtype()), "fill_", [](auto, auto y) { return y; });
 }
-Tensor& Tensor::zero_() { return fill_(0.0); }
+Tensor& Tensor::zero_() {
+  return inplace_binary(*this, scalar_tensor(0.0, dtype()), "zero_", [](auto, auto y) { return y; });
+}
 Tensor& Tensor::copy_(const Tensor& src) { return inplace_binary(*this, src, "copy_", [](auto, auto y) { return y; }); }
 
 }  // namespace xg

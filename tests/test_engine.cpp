@@ -1,0 +1,216 @@
+// The engine: accumulation, graph shapes, retain_graph, grad mode, detach, versions, deep graphs, threads,
+// autograd::grad and higher-order gradients, and the custom-op API.
+#include <thread>
+
+#include "helpers.hpp"
+
+using xg::Tensor;
+
+
+TEST_CASE("gradients accumulate into leaves across backward calls", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0, 3.0}, {3}, {xg::float64, true});
+  (x * 2.0).sum().backward();
+  (x * 3.0).sum().backward();
+  CHECK(test::values(x.grad()) == std::vector<double>{5, 5, 5});
+  x.set_grad(Tensor());
+  (x * x).sum().backward();  // a tensor used twice gets both contributions: d/dx x*x = 2x
+  CHECK(test::values(x.grad()) == std::vector<double>{2, 4, 6});
+}
+
+TEST_CASE("diamond graphs sum the gradients of both paths", "[engine]") {
+  Tensor x = xg::tensor({1.5}, {1}, {xg::float64, true});
+  Tensor a = x * 2.0;  // a = 2x
+  Tensor b = a + 1.0;  // b = 2x + 1
+  Tensor c = a * 3.0;  // c = 6x
+  Tensor d = b * c;    // d = 12x^2 + 6x, dd/dx = 24x + 6
+  d.backward();
+  CHECK(x.grad().item() == Approx(24 * 1.5 + 6));
+}
+
+TEST_CASE("gradients of broadcast inputs are summed to the input's shape", "[engine]") {
+  Tensor a = xg::ones({2, 3}, {xg::float64, true});
+  Tensor b = xg::tensor({1.0, 2.0, 3.0}, {3}, {xg::float64, true});
+  (a * b).sum().backward();
+  CHECK(b.grad().shape() == xg::Shape{3});
+  CHECK(test::values(b.grad()) == std::vector<double>{2, 2, 2});
+  CHECK(test::values(a.grad()) == std::vector<double>{1, 2, 3, 1, 2, 3});
+}
+
+TEST_CASE("a second backward needs retain_graph, and says so", "[engine]") {
+  Tensor x = xg::tensor({2.0}, {1}, {xg::float64, true});
+  Tensor y = (x * x).sum();
+  y.backward({}, /*retain_graph=*/true);
+  y.backward();
+  CHECK(x.grad().item() == Approx(8.0));
+  test::require_error([&] { y.backward(); }, {"second time", "SumBackward", "retain_graph"});
+}
+
+TEST_CASE("backward of a non-scalar needs an explicit gradient", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Tensor y = x * 3.0;
+  test::require_error([&] { y.backward(); }, {"backward", "[2]", "ones_like"});
+  y.backward(xg::tensor({1.0, 10.0}, {2}, {xg::float64}));
+  CHECK(test::values(x.grad()) == std::vector<double>{3, 30});
+  test::require_error([&] { (x * 2.0).backward(xg::ones({3}, {xg::float64})); }, {"does not match", "[3]", "[2]"});
+}
+
+TEST_CASE("NoGradGuard stops recording, on this thread only", "[engine]") {
+  Tensor x = xg::ones({2}, {xg::float64, true});
+  {
+    xg::autograd::NoGradGuard ng;
+    Tensor y = x * 2.0;
+    CHECK_FALSE(y.requires_grad());
+    CHECK(y.grad_fn() == nullptr);
+    bool other_thread_enabled = false;
+    std::thread([&] { other_thread_enabled = xg::autograd::is_grad_enabled(); }).join();
+    CHECK(other_thread_enabled);
+  }
+  CHECK(xg::autograd::is_grad_enabled());
+  CHECK((x * 2.0).requires_grad());
+}
+
+TEST_CASE("detach shares storage and cuts the graph", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Tensor d = (x * 2.0).detach();
+  CHECK(d.is_leaf());
+  CHECK_FALSE(d.requires_grad());
+  Tensor y = (x * d).sum();  // d is a constant: dy/dx = d
+  y.backward();
+  CHECK(test::values(x.grad()) == std::vector<double>{2, 4});
+  Tensor v = x.detach();
+  CHECK(v.impl()->storage == x.impl()->storage);
+}
+
+TEST_CASE("modifying a saved tensor in place makes backward throw", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Tensor w = xg::tensor({3.0, 4.0}, {2}, {xg::float64});
+  w.set_name("w");
+  Tensor y = (x * w).sum();
+  w.add_(1.0);
+  CHECK(w.version() == 1);
+  test::require_error([&] { y.backward(); }, {"MulBackward", "in-place", "version 0", "version 1", "\"w\""});
+}
+
+TEST_CASE("in-place ops on tensors the graph needs are refused with a hint", "[engine]") {
+  Tensor x = xg::ones({2}, {xg::float64, true});
+  test::require_error([&] { x.add_(1.0); }, {"add_", "leaf", "NoGradGuard"});
+  Tensor y = x * 2.0;
+  test::require_error([&] { y.mul_(2.0); }, {"mul_", "part of a graph"});
+  {
+    xg::autograd::NoGradGuard ng;
+    x.add_(1.0);  // an optimizer's update
+  }
+  CHECK(test::values(x) == std::vector<double>{2, 2});
+  Tensor e = xg::ones({3}).expand({2, 3});
+  test::require_error([&] { e.zero_(); }, {"zero_", "expanded"});
+}
+
+TEST_CASE("a chain of 100,000 ops backpropagates and frees without stack overflow", "[engine]") {
+  Tensor x = xg::tensor({1.0}, {1}, {xg::float64, true});
+  {
+    Tensor y = x;
+    for (int i = 0; i < 100000; ++i) y = y * 1.00001;
+    y.sum().backward();
+    CHECK(x.grad().item() == Approx(std::pow(1.00001, 100000)).epsilon(1e-9));
+    // A retained graph of the same depth is freed with y at the end of this scope.
+    Tensor z = x;
+    for (int i = 0; i < 100000; ++i) z = z + 1.0;
+    z.sum().backward({}, true);
+  }
+  CHECK(x.grad().item() == Approx(std::pow(1.00001, 100000) + 1.0).epsilon(1e-9));
+}
+
+TEST_CASE("independent graphs backpropagate in several threads at once", "[engine]") {
+  constexpr int kThreads = 4;
+  std::vector<double> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([t, &got] {
+      Tensor x = xg::full({8}, t + 1.0, {xg::float64, true});
+      Tensor y;
+      for (int i = 0; i < 200; ++i) y = y.defined() ? y + xg::tanh(x * 0.01) : xg::tanh(x * 0.01);
+      y.sum().backward();
+      got[t] = x.grad().to_vector<double>()[0];
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    double c = std::tanh(0.01 * (t + 1));
+    CHECK(got[t] == Approx(200 * 0.01 * (1 - c * c)));
+  }
+}
+
+TEST_CASE("autograd::grad returns gradients without touching .grad", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Tensor u = xg::tensor({5.0}, {1}, {xg::float64, true});
+  Tensor y = (x * x).sum();
+  auto g = xg::autograd::grad({y}, {x});
+  CHECK(test::values(g[0]) == std::vector<double>{2, 4});
+  CHECK_FALSE(x.grad().defined());
+  Tensor y2 = (x * x).sum();
+  test::require_error([&] { xg::autograd::grad({y2}, {x, u}); }, {"input 1", "not used", "allow_unused"});
+  Tensor y3 = (x * x).sum();
+  auto g3 = xg::autograd::grad({y3}, {x, u}, {}, {.allow_unused = true});
+  CHECK_FALSE(g3[1].defined());
+}
+
+TEST_CASE("create_graph gives higher-order gradients (Hessian-vector product)", "[engine]") {
+  Tensor x = xg::tensor({1.0, -2.0, 0.5}, {3}, {xg::float64, true});
+  Tensor v = xg::tensor({1.0, 2.0, 3.0}, {3}, {xg::float64});
+  Tensor y = (x * x * x).sum();  // dy/dx = 3x^2, d2y/dx2 = diag(6x)
+  Tensor g = xg::autograd::grad({y}, {x}, {}, {.create_graph = true})[0];
+  CHECK(g.requires_grad());
+  Tensor hv = xg::autograd::grad({(g * v).sum()}, {x}, {}, {.retain_graph = true})[0];
+  CHECK(test::values(hv) == std::vector<double>{6 * 1.0 * 1, 6 * -2.0 * 2, 6 * 0.5 * 3});
+  // Third order through backward(create_graph): d3y/dx3 = 6.
+  Tensor h = xg::autograd::grad({g.sum()}, {x}, {}, {.create_graph = true})[0];
+  h.sum().backward();
+  CHECK(test::values(x.grad()) == std::vector<double>{6, 6, 6});
+}
+
+TEST_CASE("retain_grad keeps a non-leaf gradient", "[engine]") {
+  Tensor x = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Tensor h = x * 3.0;
+  h.retain_grad();
+  Tensor y = (h * h).sum();
+  y.backward();
+  CHECK(test::values(h.grad()) == std::vector<double>{6, 12});  // dy/dh = 2h
+  CHECK(test::values(x.grad()) == std::vector<double>{18, 36});
+}
+
+TEST_CASE("the graph is freed when its outputs go away", "[engine]") {
+  Tensor x = xg::ones({4}, {xg::float64, true});
+  std::weak_ptr<xg::autograd::Node> node;
+  {
+    Tensor y = xg::exp(x) * 2.0;
+    node = y.grad_fn();
+    CHECK_FALSE(node.expired());
+  }
+  CHECK(node.expired());  // no reference cycle through saved outputs
+}
+
+namespace {
+// A user-defined op in one place: forward, then its derivative.
+Tensor cube(const Tensor& x) {
+  Tensor out = xg::pow(x.detach(), 3.0);
+  return xg::autograd::record("cube", {x}, out, [sx = xg::autograd::Saved(x)](const Tensor& g) {
+    const Tensor& v = sx.get();
+    return std::vector<Tensor>{g * 3.0 * v * v};  // d/dx x^3 = 3x^2
+  });
+}
+}  // namespace
+
+TEST_CASE("custom ops use the same record API and are proven by gradcheck in one line", "[engine]") {
+  Tensor x = test::uniform({3, 2}, -1, 1, 5);
+  CHECK(xg::autograd::gradcheck([](auto& v) { return cube(v[0]); }, {x}));
+  CHECK(xg::autograd::gradgradcheck([](auto& v) { return cube(v[0]); }, {x}));
+  CHECK(cube(x).grad_fn()->name() == "CubeBackward");
+}
+
+TEST_CASE("a custom op's backward returning the wrong shape is named in the error", "[engine]") {
+  Tensor x = xg::ones({3}, {xg::float64, true});
+  Tensor y = xg::autograd::record("oops", {x}, x.detach() * 2.0, [](const Tensor& g) {
+    return std::vector<Tensor>{xg::sum(g)};
+  });
+  test::require_error([&] { y.sum().backward(); }, {"OopsBackward", "input 0", "[3]"});
+}
