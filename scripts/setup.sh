@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what xgrad needs to build and test, on Debian 12 (or a Debian-based system with the same
+# packages). Safe to run again: it installs only what is missing.
+#
+#   bash scripts/setup.sh           # build and test dependencies
+#   bash scripts/setup.sh --bench   # also PyTorch (python3-torch), for the side-by-side benchmarks
+#
+# Other systems: install a C++20 compiler, CMake >= 3.20, and xtensor 0.24, xtensor-blas, xsimd,
+# OpenBLAS (with cblas.h), fmt, Catch2 v2, nlohmann-json and CLI11 from your package manager
+# (Homebrew: brew install cmake xtensor xtensor-blas xsimd openblas fmt catch2@2 nlohmann-json cli11).
+set -euo pipefail
+
+packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
+          libopenblas-dev nlohmann-json3-dev libcli11-dev)
+if [[ "${1:-}" == "--bench" ]]; then
+  packages+=(python3 python3-torch)
+fi
+
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+  echo "setup.sh: this is not a Debian-based system; install the equivalents of: ${packages[*]}" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "setup.sh: all dependencies are installed"
+  exit 0
+fi
+
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "setup.sh: run as root or install sudo (missing: ${missing[*]})" >&2; exit 1; }
+  sudo="sudo"
+fi
+echo "setup.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${missing[@]}"

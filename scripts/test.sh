@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Builds xgrad (optimised, with ccache where present) and runs the whole test suite with ctest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build="${BUILD_DIR:-build}"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build "$build" -j2
+ctest --test-dir "$build" -j2 --output-on-failure
