@@ -95,6 +95,12 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
   return out;
 }
 
+/// True when the last two dims are laid out column-major (a transposed view of a contiguous matrix).
+bool stored_transposed(const Tensor& t) {
+  std::int64_t nd = t.dim();
+  return t.shape()[nd - 2] > 1 && t.shape()[nd - 1] > 1 && t.strides()[nd - 2] == 1;
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -114,14 +120,24 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return record("matmul", {a, b}, out, [sa = autograd::Saved(a), sb = autograd::Saved(b), ga, gb](const Tensor& g) {
     const Tensor &x = sa.get(), &y = sb.get();
     Tensor gx, gy;
-    if (ga) gx = sum_to(matmul(g, transpose(y, -1, -2)), x.shape());  // dA = dC B^T
+    // A gradient is computed in the memory layout of its input: for nn.Linear's weight.t() (a transposed
+    // view) dW^T = dC^T A is produced directly, so no transposed copy is made on the way to .grad.
+    if (ga) {
+      gx = stored_transposed(x) ? transpose(matmul(y, transpose(g, -1, -2)), -1, -2)  // dA = (B dC^T)^T
+                                : matmul(g, transpose(y, -1, -2));                    // dA = dC B^T
+      gx = sum_to(gx, x.shape());
+    }
     if (gb) {
       if (y.dim() == 2 && x.dim() > 2) {
         // dB = A^T dC summed over the batch: one gemm with the batch folded into the inner dimension.
         std::int64_t k = x.shape().back(), n = g.shape().back();
-        gy = matmul(transpose(reshape(x, {-1, k}), 0, 1), reshape(g, {-1, n}));
+        Tensor x2 = reshape(x, {-1, k}), g2 = reshape(g, {-1, n});
+        gy = stored_transposed(y) ? transpose(matmul(transpose(g2, 0, 1), x2), 0, 1)
+                                  : matmul(transpose(x2, 0, 1), g2);
       } else {
-        gy = sum_to(matmul(transpose(x, -1, -2), g), y.shape());  // dB = A^T dC
+        gy = stored_transposed(y) ? transpose(matmul(transpose(g, -1, -2), x), -1, -2)  // dB = (dC^T A)^T
+                                  : matmul(transpose(x, -1, -2), g);                    // dB = A^T dC
+        gy = sum_to(gy, y.shape());
       }
     }
     return Grads{gx, gy};

@@ -1,0 +1,62 @@
+"""PyTorch side of the core benchmarks (see bench_core.cpp for the cases).
+
+    /usr/bin/python3 bench/torch_core.py CASE THREADS  -> prints the median seconds per iteration
+"""
+import sys
+import time
+
+import torch
+
+CHAIN = 1000
+
+
+def median_seconds(f, min_total=1.0):
+    f()
+    samples = []
+    begin = time.perf_counter()
+    while len(samples) < 5 or time.perf_counter() - begin < min_total:
+        t0 = time.perf_counter()
+        f()
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def shape_of(name):
+    return (12, 64, 128, 512) if "baby" in name else (4, 64, 768, 3072)
+
+
+def main():
+    name, threads = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(threads)
+    if name in ("op_forward", "op_fwd_bwd"):
+        x = torch.randn(16, requires_grad=True)
+        bwd = name == "op_fwd_bwd"
+
+        def chain():
+            y = x
+            for _ in range(CHAIN // 2):
+                y = y * 1.0001 + 0.5
+            if bwd:
+                y.sum().backward()
+
+        seconds = median_seconds(chain) / CHAIN
+    elif name.startswith("linear_"):
+        b, t, c, d = shape_of(name)
+        x = torch.randn(b, t, c, requires_grad=True)
+        w = torch.randn(d, c, requires_grad=True)
+        g = torch.randn(b, t, d)
+
+        def step():
+            x.grad = None
+            w.grad = None
+            torch.matmul(x, w.t()).backward(g)
+
+        seconds = median_seconds(step)
+    else:
+        raise SystemExit(f"torch_core.py: unknown case {name}")
+    print(f"{seconds:.9f}")
+
+
+if __name__ == "__main__":
+    main()
