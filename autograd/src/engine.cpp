@@ -40,19 +40,14 @@ std::string node_name(std::string_view op) {
 bool is_grad_enabled() { return grad_enabled; }
 void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
 
-Node::Node(std::string name, std::vector<std::shared_ptr<Node>> next, std::vector<Shape> input_shapes,
-           std::vector<DType> input_dtypes, BackwardFn fn)
-    : name_(std::move(name)),
-      next_(std::move(next)),
-      input_shapes_(std::move(input_shapes)),
-      input_dtypes_(std::move(input_dtypes)),
-      fn_(std::move(fn)) {}
+Node::Node(std::string name, std::vector<Edge> inputs, BackwardFn fn)
+    : name_(std::move(name)), inputs_(std::move(inputs)), fn_(std::move(fn)) {}
 
 Node::~Node() {
   DeleteQueue local;
   DeleteQueue* q = delete_queue ? delete_queue : &local;
-  for (auto& n : next_)
-    if (n) q->nodes.push_back(std::move(n));
+  for (auto& e : inputs_)
+    if (e.node) q->nodes.push_back(std::move(e.node));
   if (fn_) q->fns.push_back(std::move(fn_));
   if (leaf_) q->impls.push_back(std::move(leaf_));
   if (delete_queue) return;  // an outer destructor is draining the queue
@@ -72,13 +67,7 @@ Node::~Node() {
   delete_queue = nullptr;
 }
 
-bool needs_grad(std::initializer_list<Tensor> inputs) {
-  if (!grad_enabled) return false;
-  for (const auto& t : inputs)
-    if (t.defined() && t.requires_grad()) return true;
-  return false;
-}
-bool needs_grad(const std::vector<Tensor>& inputs) {
+bool needs_grad(std::span<const Tensor> inputs) {
   if (!grad_enabled) return false;
   for (const auto& t : inputs)
     if (t.defined() && t.requires_grad()) return true;
@@ -89,31 +78,27 @@ std::shared_ptr<Node> grad_accumulator(const Tensor& leaf) {
   auto& impl = leaf.impl();
   XG_CHECK(impl && !impl->grad_fn && impl->requires_grad, "grad_accumulator: tensor is not a leaf that requires grad");
   if (auto n = impl->grad_accumulator.lock()) return n;
-  auto n = std::make_shared<Node>("AccumulateGrad", std::vector<std::shared_ptr<Node>>{}, std::vector<Shape>{},
-                                  std::vector<DType>{}, nullptr);
+  auto n = std::make_shared<Node>("AccumulateGrad", std::vector<Edge>{}, nullptr);
   n->leaf_ = impl;
   impl->grad_accumulator = n;
   return n;
 }
 
-Tensor record_node(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, BackwardFn backward) {
+Tensor record_node(std::string_view name, std::span<const Tensor> inputs, Tensor result, BackwardFn backward) {
   if (!is_floating(result.dtype())) return result;  // int64 results carry no gradient
-  std::vector<std::shared_ptr<Node>> next(inputs.size());
-  std::vector<Shape> shapes(inputs.size());
-  std::vector<DType> dtypes(inputs.size(), DType::float32);
+  std::vector<Edge> edges(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& in = inputs[i];
     if (!in.defined()) continue;
-    shapes[i] = in.shape();
-    dtypes[i] = in.dtype();
+    edges[i].shape = in.shape();
+    edges[i].dtype = in.dtype();
     if (!in.requires_grad()) continue;
-    next[i] = in.grad_fn() ? in.grad_fn() : grad_accumulator(in);
+    edges[i].node = in.grad_fn() ? in.grad_fn() : grad_accumulator(in);
     // An op may hand back one of its inputs unchanged; give the output its own identity.
     if (result.is_same(in)) result = result.detach();
   }
   if (result.impl()->grad_fn || result.impl()->requires_grad) result = result.detach();
-  result.impl()->grad_fn =
-      std::make_shared<Node>(node_name(name), std::move(next), std::move(shapes), std::move(dtypes), std::move(backward));
+  result.impl()->grad_fn = std::make_shared<Node>(node_name(name), std::move(edges), std::move(backward));
   return result;
 }
 
@@ -199,11 +184,11 @@ struct Engine {
       while (!stack.empty()) {
         Node* n = stack.back();
         stack.pop_back();
-        for (auto& nx : n->next_) {
-          if (!nx) continue;
-          auto [it, fresh] = tasks.try_emplace(nx.get());
+        for (auto& e : n->inputs_) {
+          if (!e.node) continue;
+          auto [it, fresh] = tasks.try_emplace(e.node.get());
           ++it->second.deps;
-          if (fresh) stack.push_back(nx.get());
+          if (fresh) stack.push_back(e.node.get());
         }
       }
     }
@@ -259,16 +244,16 @@ struct Engine {
           throw;
         }
         running_node = nullptr;
-        XG_CHECK(in_grads.size() == n->next_.size(), "{}: the backward rule returned {} gradients for {} inputs",
-                 n->name_, in_grads.size(), n->next_.size());
+        XG_CHECK(in_grads.size() == n->inputs_.size(), "{}: the backward rule returned {} gradients for {} inputs",
+                 n->name_, in_grads.size(), n->inputs_.size());
         for (std::size_t i = 0; i < in_grads.size(); ++i) {
-          if (!n->next_[i] || !in_grads[i].defined()) continue;
+          const Edge& e = n->inputs_[i];
+          if (!e.node || !in_grads[i].defined()) continue;
           const Tensor& gi = in_grads[i];
-          XG_CHECK(gi.shape() == n->input_shapes_[i] && gi.dtype() == n->input_dtypes_[i],
+          XG_CHECK(gi.shape() == e.shape && gi.dtype() == e.dtype,
                    "{}: the backward rule returned a gradient of {} {} for input {} of {} {}", n->name_,
-                   dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(n->input_dtypes_[i]),
-                   shape_str(n->input_shapes_[i]));
-          accumulate(tasks[n->next_[i].get()].grad, gi);
+                   dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(e.dtype), shape_str(e.shape));
+          accumulate(tasks[e.node.get()].grad, gi);
         }
       }
       if (!keep_graph && !n->released_) {
@@ -276,8 +261,8 @@ struct Engine {
         BackwardFn drop = std::move(n->fn_);
         n->fn_ = nullptr;
       }
-      for (auto& nx : n->next_)
-        if (nx && --tasks[nx.get()].deps == 0) ready.push_back(nx.get());
+      for (auto& e : n->inputs_)
+        if (e.node && --tasks[e.node.get()].deps == 0) ready.push_back(e.node.get());
     }
 
     if (inputs && !allow_unused) {

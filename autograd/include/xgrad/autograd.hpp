@@ -4,6 +4,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -42,19 +43,26 @@ class GradModeGuard {
 /// Maps the gradient of an op's output to the gradients of its inputs (one per input, undefined = none).
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
+/// One input of a recorded op: the node its gradient flows to (null if it needs none), and its shape and
+/// dtype, which the engine checks the backward rule's gradient against.
+struct Edge {
+  std::shared_ptr<class Node> node;
+  Shape shape;
+  DType dtype = DType::float32;
+};
+
 /// One recorded op. A node points to the nodes of its inputs; its backward rule holds what it needs.
 class Node {
  public:
-  Node(std::string name, std::vector<std::shared_ptr<Node>> next, std::vector<Shape> input_shapes,
-       std::vector<DType> input_dtypes, BackwardFn fn);
+  Node(std::string name, std::vector<Edge> inputs, BackwardFn fn);
   ~Node();
   Node(const Node&) = delete;
   Node& operator=(const Node&) = delete;
 
   /// "MulBackward": the op's name with "Backward".
   const std::string& name() const { return name_; }
-  /// Nodes of the inputs, one per input (null where the input needs no gradient).
-  const std::vector<std::shared_ptr<Node>>& next() const { return next_; }
+  /// One edge per input of the op.
+  const std::vector<Edge>& inputs() const { return inputs_; }
   bool is_accumulator() const { return leaf_ != nullptr; }
   bool released() const { return released_; }
   /// Makes backward store this node's output gradient in `output`'s .grad (Tensor::retain_grad).
@@ -63,11 +71,8 @@ class Node {
  private:
   friend struct Engine;
   friend std::shared_ptr<Node> grad_accumulator(const Tensor& leaf);
-  friend Tensor record_node(std::string_view, const std::vector<Tensor>&, Tensor, BackwardFn);
   std::string name_;
-  std::vector<std::shared_ptr<Node>> next_;
-  std::vector<Shape> input_shapes_;
-  std::vector<DType> input_dtypes_;
+  std::vector<Edge> inputs_;
   BackwardFn fn_;
   std::shared_ptr<TensorImpl> leaf_;       // set for the node that accumulates into a leaf's .grad
   std::weak_ptr<TensorImpl> retained_;     // a non-leaf output that asked for retain_grad()
@@ -75,8 +80,7 @@ class Node {
 };
 
 /// True if recording is on and any input requires a gradient.
-bool needs_grad(std::initializer_list<Tensor> inputs);
-bool needs_grad(const std::vector<Tensor>& inputs);
+bool needs_grad(std::span<const Tensor> inputs);
 
 /// Records an op: `result` was computed from `inputs` (without recording); `backward` maps the output
 /// gradient to one gradient per input. This is the custom-op API and every built-in op uses it:
@@ -89,12 +93,13 @@ bool needs_grad(const std::vector<Tensor>& inputs);
 ///   }
 ///
 /// Backward rules written with Tensor ops are differentiable again (create_graph).
-Tensor record_node(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, BackwardFn backward);
+Tensor record_node(std::string_view name, std::span<const Tensor> inputs, Tensor result, BackwardFn backward);
 
 template <class F>
 Tensor record(std::string_view name, std::initializer_list<Tensor> inputs, Tensor result, F&& backward) {
-  if (!needs_grad(inputs)) return result;
-  return record_node(name, std::vector<Tensor>(inputs), std::move(result), BackwardFn(std::forward<F>(backward)));
+  std::span<const Tensor> in(inputs.begin(), inputs.size());
+  if (!needs_grad(in)) return result;
+  return record_node(name, in, std::move(result), BackwardFn(std::forward<F>(backward)));
 }
 template <class F>
 Tensor record(std::string_view name, const std::vector<Tensor>& inputs, Tensor result, F&& backward) {

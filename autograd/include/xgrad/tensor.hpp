@@ -227,6 +227,14 @@ Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Generato
 std::string to_string(const Tensor& t);
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
+/// Tensor memory is recycled through a cache (freed buffers are reused for tensors of the same size).
+/// Returns every cached buffer to the system.
+void empty_cache();
+/// Bytes held in the cache, not in use by any tensor.
+std::size_t cached_bytes();
+/// Largest number of bytes the cache keeps (default 4 GiB); buffers freed beyond it go back to the system.
+void set_cache_limit(std::size_t bytes);
+
 /// Threads used by BLAS and xgrad's kernels.
 void set_num_threads(int n);
 int get_num_threads();

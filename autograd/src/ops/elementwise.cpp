@@ -29,6 +29,24 @@ namespace {
 template <class T, class F>
 Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& shape, F f) {
   Tensor out = empty(shape, {a.dtype()});
+  // Fast paths without stride bookkeeping: same-shape contiguous operands, or one of them a single value.
+  if (a.is_contiguous() && b.is_contiguous() && (a.shape() == shape || a.numel() == 1) &&
+      (b.shape() == shape || b.numel() == 1)) {
+    const T* x = ptr<T>(a);
+    const T* y = ptr<T>(b);
+    T* z = ptr<T>(out);
+    const std::int64_t n = out.numel();
+    if (a.numel() == n && b.numel() == n) {
+      for (std::int64_t i = 0; i < n; ++i) z[i] = f(x[i], y[i]);
+    } else if (b.numel() == 1) {
+      const T yv = *y;
+      for (std::int64_t i = 0; i < n; ++i) z[i] = f(x[i], yv);
+    } else {
+      const T xv = *x;
+      for (std::int64_t i = 0; i < n; ++i) z[i] = f(xv, y[i]);
+    }
+    return out;
+  }
   Shape sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape), so = out.strides();
   const T* pa = static_cast<const T*>(a.impl()->storage->data);
   const T* pb = static_cast<const T*>(b.impl()->storage->data);
@@ -126,15 +144,17 @@ Tensor output_or(const Saved& out, F recompute) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(a, b, "add", false, [](auto x, auto y) { return x + y; });
-  return record("add", {a, b}, out, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
-    return Grads{sum_to(g, sa), sum_to(g, sb)};  // d/da = 1, d/db = 1
+  bool ga = a.requires_grad(), gb = b.requires_grad();
+  return record("add", {a, b}, out, [sa = a.shape(), sb = b.shape(), ga, gb](const Tensor& g) {
+    return Grads{ga ? sum_to(g, sa) : Tensor(), gb ? sum_to(g, sb) : Tensor()};  // d/da = 1, d/db = 1
   });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(a, b, "sub", false, [](auto x, auto y) { return x - y; });
-  return record("sub", {a, b}, out, [sa = a.shape(), sb = b.shape()](const Tensor& g) {
-    return Grads{sum_to(g, sa), sum_to(neg(g), sb)};  // d/da = 1, d/db = -1
+  bool ga = a.requires_grad(), gb = b.requires_grad();
+  return record("sub", {a, b}, out, [sa = a.shape(), sb = b.shape(), ga, gb](const Tensor& g) {
+    return Grads{ga ? sum_to(g, sa) : Tensor(), gb ? sum_to(neg(g), sb) : Tensor()};  // d/da = 1, d/db = -1
   });
 }
 
@@ -221,10 +241,11 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
                       });
     });
   });
-  return record("where", {a, b}, out, [c = Saved(cond), sa = a.shape(), sb = b.shape()](const Tensor& g) {
+  bool ga = a.requires_grad(), gb = b.requires_grad();
+  return record("where", {a, b}, out, [c = Saved(cond), sa = a.shape(), sb = b.shape(), ga, gb](const Tensor& g) {
     Tensor zero = scalar_like(g, 0.0);
     // d/da = [cond], d/db = [!cond]
-    return Grads{sum_to(where(c.get(), g, zero), sa), sum_to(where(c.get(), zero, g), sb)};
+    return Grads{ga ? sum_to(where(c.get(), g, zero), sa) : Tensor(), gb ? sum_to(where(c.get(), zero, g), sb) : Tensor()};
   });
 }
 Tensor where(const Tensor& cond, const Tensor& a, double b) { return where(cond, a, scalar_like(a, b)); }
