@@ -49,6 +49,7 @@ const std::vector<OpCase>& cases() {
       {"pow tensor", [](auto& v) { return xg::pow(v[0], v[1]); }, {{3, 4}, {4}}, 0.5, 2.0},
       {"pow cube", [](auto& v) { return xg::pow(v[0], 3.0); }, {{2, 3}}},
       {"pow sqrt", [](auto& v) { return xg::pow(v[0], 0.5); }, {{2, 3}}, 0.5, 3.0},
+      {"pow zero", [](auto& v) { return xg::pow(v[0], 0.0); }, {{2, 3}}},
       {"pow scalar base", [](auto& v) { return xg::pow(2.0, v[0]); }, {{2, 3}}},
       {"maximum", [](auto& v) { return xg::maximum(v[0], v[1]); }, {{3, 4}, {4}}},
       {"minimum", [](auto& v) { return xg::minimum(v[0], v[1]); }, {{3, 1}, {3, 4}}},

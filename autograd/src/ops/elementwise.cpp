@@ -198,6 +198,7 @@ Tensor pow(const Tensor& a, double p) {
     return unary_kernel<T>(a, [p](const auto& x) { return xt::pow(x, static_cast<T>(p)); });
   });
   return record("pow", {a}, out, [sa = Saved(a), p](const Tensor& g) {
+    if (p == 0.0) return Grads{zeros_like(g)};  // not 0 * a^-1, which is NaN at a = 0
     return Grads{g * p * pow(sa.get(), p - 1.0)};  // d/da = p a^(p-1)
   });
 }

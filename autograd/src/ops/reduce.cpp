@@ -141,7 +141,15 @@ Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
   std::int64_t n = 1;
   for (std::size_t i = 0; i < mask.size(); ++i)
     if (mask[i]) n *= x.shape()[i];
-  return sum(x, dims, keepdim) / static_cast<double>(n);  // NaN for an empty reduction, like PyTorch
+  Tensor out;
+  {
+    autograd::NoGradGuard ng;
+    out = sum(x, dims, keepdim) / static_cast<double>(n);  // NaN for an empty reduction, like PyTorch
+  }
+  Shape xshape = x.shape(), kshape = keepdim_shape(x.shape(), mask);
+  return record("mean", {x}, out, [xshape, kshape, n](const Tensor& g) {
+    return Grads{expand(reshape(g, kshape), xshape) / static_cast<double>(n)};  // d/dx = 1/n
+  });
 }
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 
