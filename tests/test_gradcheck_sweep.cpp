@@ -4,6 +4,7 @@
 
 #include "helpers.hpp"
 
+namespace F = xg::nn::functional;
 using xg::Shape;
 using xg::Tensor;
 using Inputs = std::vector<Tensor>;
@@ -29,6 +30,20 @@ const Tensor& mask34() {
   static Tensor t = xg::tensor({1, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1, 1}, {3, 4}, {xg::float64});
   return t;
 }
+
+const Tensor& targets5() {  // class targets for 5 rows of 4 classes, one ignored (-100)
+  static Tensor t = xg::index_tensor({3, 0, -100, 1, 3});
+  return t;
+}
+const Tensor& ids() {
+  static Tensor t = xg::index_tensor({1, 4, 1, 0, 2, 2}, {2, 3});
+  return t;
+}
+const Tensor& pad_mask() {  // [B=2, 1, 1, S=4]: the second sequence has one padded key
+  static Tensor t = xg::tensor({1, 1, 1, 1, 1, 1, 1, 0}, {2, 1, 1, 4}, {xg::float64});
+  return t;
+}
+Tensor sdpa(const Inputs& v, F::AttentionOptions o) { return F::scaled_dot_product_attention(v[0], v[1], v[2], o); }
 
 const std::vector<OpCase>& cases() {
   static const std::vector<OpCase> c = {
@@ -133,6 +148,28 @@ const std::vector<OpCase>& cases() {
       {"index_add", [](auto& v) { return xg::index_add(v[0], 0, idx_rows(), v[1]); }, {{4, 3}, {3, 3}}},
       {"gather", [](auto& v) { return xg::gather(v[0], 1, idx_gather()); }, {{3, 4}}},
       {"scatter_add", [](auto& v) { return xg::scatter_add(v[0], 1, idx_gather(), v[1]); }, {{3, 4}, {3, 2}}},
+      // ---- nn::functional ----
+      {"linear", [](auto& v) { return F::linear(v[0], v[1], v[2]); }, {{2, 3, 4}, {5, 4}, {5}}},
+      {"softmax", [](auto& v) { return F::softmax(v[0], -1); }, {{3, 5}}},
+      {"softmax dim 0", [](auto& v) { return F::softmax(v[0], 0); }, {{3, 5}}},
+      {"softmax size-1", [](auto& v) { return F::softmax(v[0], -1); }, {{3, 1}}},
+      {"log_softmax", [](auto& v) { return F::log_softmax(v[0], -1); }, {{2, 3, 5}}},
+      {"log_softmax dim 1", [](auto& v) { return F::log_softmax(v[0], 1); }, {{2, 3, 5}}},
+      {"layer_norm", [](auto& v) { return F::layer_norm(v[0], v[1], v[2]); }, {{2, 3, 5}, {5}, {5}}},
+      {"layer_norm no affine", [](auto& v) { return F::layer_norm(v[0]); }, {{4, 6}}},
+      {"layer_norm weight only", [](auto& v) { return F::layer_norm(v[0], v[1], Tensor(), 1e-3); }, {{3, 4}, {4}}},
+      {"cross_entropy mean", [](auto& v) { return F::cross_entropy(v[0], targets5()); }, {{5, 4}}},
+      {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},
+      {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::none}); }, {{5, 4}}},
+      {"cross_entropy 3-d", [](auto& v) { return F::cross_entropy(v[0], ids()); }, {{2, 3, 5}}},
+      {"embedding", [](auto& v) { return F::embedding(ids(), v[0]); }, {{5, 3}}},
+      {"dropout (fixed seed)", [](auto& v) { xg::Generator g(4); return F::dropout(v[0], 0.4, true, &g); }, {{4, 5}}},
+      {"attention", [](auto& v) { return sdpa(v, {}); }, {{2, 3, 4}, {2, 5, 4}, {2, 5, 3}}},
+      {"attention causal", [](auto& v) { return sdpa(v, {.causal = true}); }, {{2, 2, 4, 3}, {2, 2, 4, 3}, {2, 2, 4, 3}}},
+      {"attention window 2", [](auto& v) { return sdpa(v, {.window = 2}); }, {{1, 5, 3}, {1, 5, 3}, {1, 5, 2}}},
+      {"attention padding mask", [](auto& v) { return sdpa(v, {.mask = pad_mask()}); }, {{2, 2, 3, 4}, {2, 2, 4, 4}, {2, 2, 4, 4}}},
+      {"attention causal cached (T < S)", [](auto& v) { return sdpa(v, {.causal = true}); }, {{1, 2, 3}, {1, 4, 3}, {1, 4, 3}}},
+      {"attention dropout (fixed seed)", [](auto& v) { xg::Generator g(2); return sdpa(v, {.causal = true, .dropout_p = 0.3, .generator = &g}); }, {{1, 4, 3}, {1, 4, 3}, {1, 4, 3}}},
       // ---- compositions: products keep second derivatives non-trivial ----
       {"tanh(x @ w) * x", [](auto& v) { return xg::tanh(xg::matmul(v[0], v[1])) * v[0]; }, {{3, 3}, {3, 3}}},
       {"softmax-like", [](auto& v) { return xg::exp(v[0] - xg::logsumexp(v[0], {-1}, true)); }, {{2, 5}}},

@@ -72,6 +72,13 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);
 Shape broadcast_strides(const Tensor& t, const Shape& shape);
 /// A view sharing storage with new shape/strides/offset, no graph.
 Tensor make_view(const Tensor& base, Shape shape, Shape strides, std::int64_t offset);
+/// x itself if contiguous, else a contiguous copy that records nothing (for kernels that read flat data).
+Tensor contiguous_data(const Tensor& x);
+/// Row-major C = alpha op(A) op(B) + beta C on BLAS, op = transpose when ta / tb.
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+          std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
 /// Throws unless both dtypes are equal.
 void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op);
 

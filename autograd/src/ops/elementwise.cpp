@@ -16,10 +16,7 @@ using autograd::record;
 using autograd::Saved;
 using Grads = std::vector<Tensor>;
 
-namespace detail {
-/// x itself if contiguous, else a contiguous copy that records nothing (for kernels that read flat data).
-Tensor contiguous_data(const Tensor& x) { return x.is_contiguous() ? x : x.detach().clone(); }
-}  // namespace detail
+Tensor detail::contiguous_data(const Tensor& x) { return x.is_contiguous() ? x : x.detach().clone(); }
 
 namespace {
 

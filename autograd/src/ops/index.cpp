@@ -9,10 +9,6 @@ using namespace detail;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 
-namespace detail {
-Tensor contiguous_data(const Tensor& x);
-}
-
 namespace {
 
 void check_index(const Tensor& index, std::string_view op) {

@@ -9,22 +9,18 @@ using namespace detail;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 
-namespace detail {
-Tensor contiguous_data(const Tensor& x);
+void detail::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+void detail::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+                  std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
+              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
 }
 
 namespace {
-
-void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const float* a, std::int64_t lda,
-          const float* b, std::int64_t ldb, float* c, std::int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              1.0f, a, int(lda), b, int(ldb), 0.0f, c, int(ldc));
-}
-void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const double* a, std::int64_t lda,
-          const double* b, std::int64_t ldb, double* c, std::int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              1.0, a, int(lda), b, int(ldb), 0.0, c, int(ldc));
-}
 
 /// How gemm reads the last two dims of an operand: transposed or not, with which leading dimension.
 struct MatrixLayout {
@@ -78,7 +74,7 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
     const T* pb = ptr<T>(b);
     T* po = ptr<T>(out);
     if (fold || nb == 1) {
-      gemm(la.trans, lb.trans, fold ? m * nb : m, n, k, pa, la.ld, pb, lb.ld, po, n);
+      gemm(la.trans, lb.trans, fold ? m * nb : m, n, k, T(1), pa, la.ld, pb, lb.ld, T(0), po, n);
       return;
     }
     // Batch loop: offsets of each operand through its own (broadcast) batch strides.
@@ -88,7 +84,7 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
     for (auto& s : bso) s *= m * n;
     strided_loop<3>(batch, {&bsa, &bsb, &bso}, {0, 0, 0}, [&](const auto& o, std::int64_t cnt, const auto& in) {
       for (std::int64_t i = 0; i < cnt; ++i)
-        gemm(la.trans, lb.trans, m, n, k, pa + o[0] + i * in[0], la.ld, pb + o[1] + i * in[1], lb.ld,
+        gemm(la.trans, lb.trans, m, n, k, T(1), pa + o[0] + i * in[0], la.ld, pb + o[1] + i * in[1], lb.ld, T(0),
              po + o[2] + i * in[2], n);
     });
   });

@@ -11,10 +11,6 @@ using namespace detail;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 
-namespace detail {
-Tensor contiguous_data(const Tensor& x);
-}
-
 namespace {
 
 /// Which dims are reduced: `dims` wrapped and deduplicated; an empty list means all of them.

@@ -10,10 +10,6 @@ using namespace detail;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 
-namespace detail {
-Tensor contiguous_data(const Tensor& x);
-}
-
 namespace {
 
 /// Copies src into dst (same shape) through both tensors' strides, recording nothing.

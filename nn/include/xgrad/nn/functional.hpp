@@ -1,4 +1,7 @@
-// xgrad::nn::functional: the stateless ops that layers are thin shells over.
+// xgrad::nn::functional: the stateless ops that layers are thin shells over. softmax, log_softmax,
+// layer_norm, cross_entropy and scaled_dot_product_attention are fused kernels with fused first-order
+// backward passes; their composite formulas (Tensor ops) are the reference in the tests and the path
+// taken for higher-order gradients.
 #pragma once
 
 #include <cstdint>
@@ -10,10 +13,47 @@ namespace xg::nn::functional {
 
 /// y = x W^T + b, with W of shape [out, in] as in PyTorch; bias may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
-/// softmax along dim, computed as exp(x - logsumexp(x)) so large logits do not overflow.
+
+/// softmax along dim (numerically stable: the row maximum is subtracted first).
 Tensor softmax(const Tensor& x, std::int64_t dim = -1);
+/// log(softmax(x)) along dim, without forming softmax.
 Tensor log_softmax(const Tensor& x, std::int64_t dim = -1);
-/// Mean cross-entropy of logits [N, C] against int64 class targets [N].
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets);
+
+/// Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, with weight and bias of
+/// shape [C] (either may be undefined). Mean and 1/std are saved per row for the backward pass.
+Tensor layer_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
+
+enum class Reduction { none, mean, sum };
+
+/// Options for cross_entropy, as in torch.nn.functional.cross_entropy.
+struct CrossEntropyOptions {
+  std::int64_t ignore_index = -100;  // targets equal to this contribute no loss and no gradient
+  Reduction reduction = Reduction::mean;  // mean over the targets that are not ignored
+};
+
+/// Cross-entropy of logits [..., C] against int64 class targets [...], fused with log_softmax. The
+/// gradient is (softmax(logits) - one_hot(targets)) / n for the mean over n counted targets.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, CrossEntropyOptions options = {});
+
+/// Zeroes each element with probability p in training and scales the rest by 1 / (1 - p).
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);
+
+/// Rows of weight [V, C] for int64 ids of any shape: the result is ids.shape + [C].
+Tensor embedding(const Tensor& ids, const Tensor& weight);
+
+/// Options for scaled_dot_product_attention.
+struct AttentionOptions {
+  bool causal = false;        // position t attends to positions <= t
+  std::int64_t window = 0;    // if > 0: position t attends only to the last `window` positions (t-window, t]
+  Tensor mask;                // optional padding mask broadcastable to [..., T, S]: nonzero = may attend
+  double dropout_p = 0.0;     // dropout on the attention weights (training only)
+  double scale = 0.0;         // 0: 1 / sqrt(head_dim)
+  Generator* generator = nullptr;
+};
+
+/// softmax(q k^T * scale + masks) v for q [..., T, D], k [..., S, D], v [..., S, Dv]. Without dropout
+/// it is one fused kernel that keeps a single T x S score block per head in memory at a time (the
+/// backward pass recomputes the block from the saved row log-sum-exps).
+Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options = {});
 
 }  // namespace xg::nn::functional
