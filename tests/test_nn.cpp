@@ -12,7 +12,7 @@ struct TwoLayer : nn::Module {
     fc1 = register_module("fc1", std::make_shared<nn::Linear>(nn::LinearOptions(3, 8).dtype(xg::float64)));
     fc2 = register_module("fc2", std::make_shared<nn::Linear>(nn::LinearOptions(8, 2).bias(false).dtype(xg::float64)));
   }
-  Tensor forward(const Tensor& x) const { return fc2->forward(xg::tanh(fc1->forward(x))); }
+  Tensor forward(const Tensor& x) override { return fc2->forward(xg::tanh(fc1->forward(x))); }
 };
 }  // namespace
 

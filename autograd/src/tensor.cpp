@@ -262,6 +262,19 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph, bool create_gra
   autograd::backward({*this}, grads, retain_graph, create_graph);
 }
 
+void Tensor::set_data(const Tensor& other) const {
+  checked();
+  const TensorImpl& o = other.checked();
+  XG_CHECK(is_floating(o.dtype) || !requires_grad(), "set_data: a tensor that requires grad cannot hold {} data",
+           dtype_name(o.dtype));
+  impl_->storage = o.storage;
+  impl_->shape = o.shape;
+  impl_->strides = o.strides;
+  impl_->offset = o.offset;
+  impl_->dtype = o.dtype;
+  impl_->grad.reset();
+}
+
 Tensor Tensor::detach() const {
   Tensor t = make_view(*this, shape(), strides(), offset());
   t.impl()->name = impl_->name;

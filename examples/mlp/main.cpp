@@ -17,7 +17,7 @@ struct MLP : nn::Module {
     fc2 = register_module("fc2", std::make_shared<nn::Linear>(64, 64));
     fc3 = register_module("fc3", std::make_shared<nn::Linear>(64, 3));
   }
-  xg::Tensor forward(const xg::Tensor& x) const {
+  xg::Tensor forward(const xg::Tensor& x) override {
     return fc3->forward(xg::relu(fc2->forward(xg::relu(fc1->forward(x)))));
   }
 };

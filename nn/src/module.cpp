@@ -2,6 +2,12 @@
 
 #include <fmt/format.h>
 
+#include <set>
+
+#include <fmt/ranges.h>
+
+#include <map>
+
 #include "xgrad/autograd.hpp"
 
 namespace xg::nn {
@@ -52,6 +58,16 @@ void Module::collect(const std::string& prefix, bool recurse, bool params, Named
   for (const auto& [n, m] : modules_) m->collect(prefix + n + ".", true, params, out);
 }
 
+namespace {
+Module::NamedTensors dedupe(const Module::NamedTensors& all) {
+  Module::NamedTensors out;
+  std::set<const TensorImpl*> seen;
+  for (const auto& [n, t] : all)
+    if (seen.insert(t.impl().get()).second) out.emplace_back(n, t);
+  return out;
+}
+}  // namespace
+
 std::vector<Tensor> Module::parameters(bool recurse) const {
   std::vector<Tensor> out;
   for (auto& [_, t] : named_parameters(recurse)) out.push_back(t);
@@ -60,7 +76,7 @@ std::vector<Tensor> Module::parameters(bool recurse) const {
 Module::NamedTensors Module::named_parameters(bool recurse) const {
   NamedTensors out;
   collect("", recurse, true, out);
-  return out;
+  return dedupe(out);
 }
 Module::NamedTensors Module::named_buffers(bool recurse) const {
   NamedTensors out;
@@ -81,6 +97,79 @@ Module::NamedModules Module::named_modules() {
     for (auto it = m->modules_.rbegin(); it != m->modules_.rend(); ++it) todo.emplace_back(name + "." + it->first, it->second);
   }
   return out;
+}
+
+Tensor Module::forward(const Tensor&) {
+  throw Error(fmt::format("{}: this module has no single-input forward(); call its own forward", type_name_));
+}
+
+StateDict Module::state_dict() const {
+  StateDict out;
+  collect("", true, true, out);
+  collect("", true, false, out);
+  return out;
+}
+
+void Module::load_state_dict(const StateDict& state, bool strict) {
+  StateDict mine = state_dict();
+  std::map<std::string, const Tensor*> given;
+  for (const auto& [n, t] : state) given[n] = &t;
+  std::set<const TensorImpl*> loaded;
+  std::vector<std::string> missing, unexpected;
+  autograd::NoGradGuard ng;
+  for (const auto& [n, t] : mine) {
+    auto it = given.find(n);
+    if (it == given.end()) continue;
+    const Tensor& src = *it->second;
+    if (src.shape() != t.shape())
+      throw Error(fmt::format("load_state_dict: size mismatch for {}: the checkpoint has {}, the model {} ({})", n,
+                              shape_str(src.shape()), shape_str(t.shape()), type_name_));
+    Tensor dst = t;
+    dst.copy_(src);
+    loaded.insert(t.impl().get());
+  }
+  for (const auto& [n, t] : mine)
+    if (!given.count(n) && !loaded.count(t.impl().get())) missing.push_back(n);
+  std::set<std::string> known;
+  for (const auto& [n, _] : mine) known.insert(n);
+  for (const auto& [n, _] : state)
+    if (!known.count(n)) unexpected.push_back(n);
+  if (strict && (!missing.empty() || !unexpected.empty())) {
+    std::string msg = fmt::format("load_state_dict: the checkpoint does not match {}", type_name_);
+    if (!missing.empty()) msg += fmt::format("; missing keys: {}", fmt::join(missing, ", "));
+    if (!unexpected.empty()) msg += fmt::format("; unexpected keys: {}", fmt::join(unexpected, ", "));
+    throw Error(msg + ". Hint: load_state_dict(state, /*strict=*/false) loads the keys that match");
+  }
+}
+
+void Module::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {
+  // Tied tensors are written once, under their first name; loading re-ties them because the model
+  // already shares the tensor and load_state_dict counts the tied name as present.
+  StateDict all = state_dict();
+  StateDict unique;
+  std::map<const TensorImpl*, std::string> first;
+  std::map<std::string, std::string> meta = metadata;
+  for (const auto& [n, t] : all) {
+    auto [it, fresh] = first.emplace(t.impl().get(), n);
+    if (fresh) {
+      unique.emplace_back(n, t);
+    } else {
+      meta["tied:" + n] = it->second;
+    }
+  }
+  save_safetensors(path, unique, meta);
+}
+
+void Module::load(const std::string& path, bool strict) { load_state_dict(load_safetensors(path).tensors, strict); }
+
+void Module::to(DType dtype) {
+  autograd::NoGradGuard ng;
+  for (auto& [_, t] : state_dict())
+    if (t.dtype() != dtype && is_floating(t.dtype())) t.set_data(t.detach().to(dtype));
+}
+
+void Module::requires_grad_(bool on) {
+  for (auto& p : parameters()) p.requires_grad_(on);
 }
 
 void Module::train(bool on) {

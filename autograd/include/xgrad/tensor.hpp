@@ -101,6 +101,9 @@ class Tensor {
   Tensor clone() const;
   /// A new leaf sharing this tensor's storage, cut from the graph.
   Tensor detach() const;
+  /// Makes this tensor hold `other`'s data (storage, shape, dtype) in place, like `t.data = other` in
+  /// PyTorch: every handle to this tensor sees the change. Used to convert a module's parameters.
+  void set_data(const Tensor& other) const;
 
   // ---- autograd ----
   bool requires_grad() const;

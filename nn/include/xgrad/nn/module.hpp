@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "xgrad/serialize.hpp"
 #include "xgrad/tensor.hpp"
 
 namespace xg::nn {
@@ -41,11 +42,29 @@ class Module {
     return module;
   }
 
-  /// Parameters of this module and (with recurse) of all submodules, in registration order.
+  /// Parameters of this module and (with recurse) of all submodules, in registration order. A tensor
+  /// registered twice (tied weights) appears once, under its first name.
   std::vector<Tensor> parameters(bool recurse = true) const;
   /// Parameters with dotted names: "fc1.weight".
   NamedTensors named_parameters(bool recurse = true) const;
   NamedTensors named_buffers(bool recurse = true) const;
+
+  /// The module's single-input computation. Layers override it; containers such as Sequential call it.
+  virtual Tensor forward(const Tensor& x);
+
+  /// Parameters and buffers by dotted name (tied tensors under each of their names), for saving.
+  StateDict state_dict() const;
+  /// Copies values into this module's parameters and buffers. With strict, missing and unexpected keys
+  /// are errors (a key whose tensor is tied to a loaded one counts as present); a shape mismatch always is.
+  void load_state_dict(const StateDict& state, bool strict = true);
+  /// Saves state_dict() to a safetensors file, tied tensors stored once; written atomically.
+  void save(const std::string& path, const std::map<std::string, std::string>& metadata = {}) const;
+  /// Loads a file written by save() (or any safetensors file with matching names and shapes).
+  void load(const std::string& path, bool strict = true);
+  /// Converts every parameter and buffer to dtype in place (e.g. float64 for gradcheck of a whole model).
+  void to(DType dtype);
+  /// Turns gradients on or off for every parameter (off freezes the module).
+  void requires_grad_(bool requires_grad);
   /// Direct submodules.
   const NamedModules& children() const { return modules_; }
   /// This module ("" name) and every descendant, with dotted names.

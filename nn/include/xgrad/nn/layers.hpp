@@ -1,0 +1,154 @@
+// xgrad::nn layers: thin shells over nn::functional, each with an options struct (required arguments in
+// the constructor, the rest as chainable setters), plus the Sequential / ModuleList / ModuleDict containers.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "xgrad/nn/functional.hpp"
+#include "xgrad/nn/linear.hpp"
+#include "xgrad/nn/module.hpp"
+
+namespace xg::nn {
+
+#define XG_OPTION(type, name)  \
+  auto& name(type value) {     \
+    name##_ = std::move(value); \
+    return *this;              \
+  }                            \
+  type name##_
+
+struct LayerNormOptions {
+  explicit LayerNormOptions(std::int64_t normalized_size) : size_(normalized_size) {}
+  std::int64_t size_;
+  XG_OPTION(double, eps) = 1e-5;
+  XG_OPTION(bool, elementwise_affine) = true;
+  XG_OPTION(bool, bias) = true;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// Normalises the last dim: weight [C] initialised to 1, bias [C] to 0.
+class LayerNorm : public Module {
+ public:
+  explicit LayerNorm(const LayerNormOptions& options);
+  explicit LayerNorm(std::int64_t size) : LayerNorm(LayerNormOptions(size)) {}
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias;  // undefined when switched off
+
+ private:
+  LayerNormOptions options_;
+};
+
+struct EmbeddingOptions {
+  EmbeddingOptions(std::int64_t num_embeddings, std::int64_t dim) : num_(num_embeddings), dim_(dim) {}
+  std::int64_t num_, dim_;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// A lookup table [num_embeddings, dim], initialised N(0, 1) like PyTorch.
+class Embedding : public Module {
+ public:
+  explicit Embedding(const EmbeddingOptions& options, Generator* gen = nullptr);
+  Embedding(std::int64_t num, std::int64_t dim) : Embedding(EmbeddingOptions(num, dim)) {}
+  /// ids: int64 of any shape; returns ids.shape + [dim].
+  Tensor forward(const Tensor& ids) override;
+  std::string extra_repr() const override;
+  Tensor weight;
+
+ private:
+  EmbeddingOptions options_;
+};
+
+/// Inverted dropout, active only in training mode.
+class Dropout : public Module {
+ public:
+  explicit Dropout(double p = 0.5, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+
+ private:
+  double p_;
+  Generator* gen_;
+};
+
+/// GELU, exact (x Phi(x)) or with GPT-2's tanh approximation.
+class GELU : public Module {
+ public:
+  explicit GELU(bool tanh_approximation = false) : Module("GELU"), approx_(tanh_approximation) {}
+  Tensor forward(const Tensor& x) override { return gelu(x, approx_); }
+  std::string extra_repr() const override { return approx_ ? "approximate=tanh" : ""; }
+
+ private:
+  bool approx_;
+};
+
+/// Runs its modules one after another.
+class Sequential : public Module {
+ public:
+  Sequential() : Module("Sequential") {}
+  /// Appends a module (named by its position) and returns *this for chaining.
+  Sequential& push_back(std::shared_ptr<Module> m);
+  Tensor forward(const Tensor& x) override;
+  std::size_t size() const { return children().size(); }
+  const std::shared_ptr<Module>& operator[](std::size_t i) const { return children().at(i).second; }
+};
+
+/// Holds modules by position ("0", "1", ...), so their parameters are registered and named.
+class ModuleList : public Module {
+ public:
+  ModuleList() : Module("ModuleList") {}
+  ModuleList& push_back(std::shared_ptr<Module> m);
+  std::size_t size() const { return children().size(); }
+  const std::shared_ptr<Module>& operator[](std::size_t i) const { return children().at(i).second; }
+  /// The module at i as its concrete type.
+  template <class M>
+  std::shared_ptr<M> at(std::size_t i) const {
+    return std::dynamic_pointer_cast<M>(children().at(i).second);
+  }
+};
+
+/// Holds modules by name.
+class ModuleDict : public Module {
+ public:
+  ModuleDict() : Module("ModuleDict") {}
+  ModuleDict& insert(const std::string& name, std::shared_ptr<Module> m);
+  bool contains(const std::string& name) const;
+  const std::shared_ptr<Module>& operator[](const std::string& name) const;
+  std::size_t size() const { return children().size(); }
+};
+
+struct MultiHeadAttentionOptions {
+  MultiHeadAttentionOptions(std::int64_t embed_dim, std::int64_t num_heads) : embed_dim_(embed_dim), num_heads_(num_heads) {}
+  std::int64_t embed_dim_, num_heads_;
+  XG_OPTION(bool, bias) = true;           // biases of the fused qkv and the output projections
+  XG_OPTION(bool, causal) = false;
+  XG_OPTION(std::int64_t, window) = 0;    // > 0: sliding-window attention over the last `window` positions
+  XG_OPTION(double, dropout) = 0.0;       // on attention weights and on the output (training only)
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// Multi-head self-attention with a fused query/key/value projection `c_attn` [3C, C] and an output
+/// projection `c_proj` [C, C] (nanoGPT's names and layouts). Heads are split from the projection,
+/// attended with scaled_dot_product_attention, and merged back.
+class MultiHeadAttention : public Module {
+ public:
+  explicit MultiHeadAttention(const MultiHeadAttentionOptions& options, Generator* gen = nullptr);
+  /// x [B, T, C] -> [B, T, C]. `padding_mask` (optional) broadcasts to [B, H, T, T]; nonzero = may attend.
+  Tensor forward(const Tensor& x, const Tensor& padding_mask);
+  Tensor forward(const Tensor& x) override { return forward(x, Tensor()); }
+  std::string extra_repr() const override;
+  std::shared_ptr<Linear> c_attn, c_proj;
+  const MultiHeadAttentionOptions& options() const { return options_; }
+
+ private:
+  MultiHeadAttentionOptions options_;
+  Generator* gen_;
+};
+
+#undef XG_OPTION
+
+}  // namespace xg::nn
