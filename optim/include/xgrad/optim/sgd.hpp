@@ -1,13 +1,11 @@
 // xgrad::optim::SGD.
 #pragma once
 
-#include <vector>
-
-#include "xgrad/tensor.hpp"
+#include "xgrad/optim/optimizer.hpp"
 
 namespace xg::optim {
 
-/// torch.optim.SGD's settings.
+/// torch.optim.SGD's settings (lr and weight_decay are the groups' defaults).
 struct SGDOptions {
   double lr = 1e-2;
   double momentum = 0.0;
@@ -16,20 +14,16 @@ struct SGDOptions {
   bool nesterov = false;
 };
 
-/// Stochastic gradient descent with optional momentum, dampening, Nesterov and L2 weight decay, following
-/// torch.optim.SGD's algorithm: g += wd p; b = mu b + (1 - dampening) g; g = nesterov ? g + mu b : b; p -= lr g.
-class SGD {
+/// Stochastic gradient descent with torch.optim.SGD's algorithm: g += wd p; b = mu b + (1 - dampening) g
+/// (b = g on the first step); g = nesterov ? g + mu b : b; p -= lr g. One fused pass per parameter.
+class SGD : public Optimizer {
  public:
-  SGD(std::vector<Tensor> params, SGDOptions options);
-  /// One update of every parameter that has a gradient.
-  void step();
-  /// Drops the gradients (set_to_none, as PyTorch does by default).
-  void zero_grad();
-  SGDOptions& options() { return options_; }
+  SGD(std::vector<ParamGroup> groups, SGDOptions options = {});
+  SGD(const NamedTensors& params, SGDOptions options = {}) : SGD(std::vector<ParamGroup>{{params}}, options) {}
+  SGD(const std::vector<Tensor>& params, SGDOptions options = {}) : SGD(name_params(params), options) {}
+  void step() override;
 
  private:
-  std::vector<Tensor> params_;
-  std::vector<Tensor> momentum_;
   SGDOptions options_;
 };
 

@@ -1,0 +1,58 @@
+#include "xgrad/optim/clip.hpp"
+
+#include <cmath>
+
+#include "internal.hpp"
+
+namespace xg::optim {
+using namespace xg::detail;
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  XG_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got {}", max_norm);
+  XG_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive, got {}", norm_type);
+  const bool inf_norm = std::isinf(norm_type);
+  double total = 0.0;
+  std::vector<Tensor> grads;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    XG_CHECK(g.is_contiguous(), "clip_grad_norm_: gradient of shape {} is not contiguous", shape_str(g.shape()));
+    grads.push_back(g);
+    dispatch_float(g.dtype(), "clip_grad_norm_", [&]<class T>() {
+      const T* x = ptr<T>(g);
+      double s = 0.0;
+      for (std::int64_t i = 0, n = g.numel(); i < n; ++i) {
+        double a = std::abs(static_cast<double>(x[i]));
+        if (inf_norm) {
+          s = (a > s || std::isnan(a)) ? a : s;
+        } else {
+          s += norm_type == 2.0 ? a * a : std::pow(a, norm_type);
+        }
+      }
+      total = inf_norm ? ((s > total || std::isnan(s)) ? s : total) : total + s;
+    });
+  }
+  double norm = inf_norm ? total : std::pow(total, 1.0 / norm_type);
+  if (!std::isfinite(norm)) {
+    XG_CHECK(!error_if_nonfinite, "clip_grad_norm_: the total norm of the gradients is {}: some gradient holds NaN "
+             "or inf. Skip this step, or lower the learning rate", norm);
+    return norm;  // gradients left as they are: scaling by a NaN factor would destroy all of them
+  }
+  double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    autograd::NoGradGuard ng;
+    for (auto& g : grads) g.mul_(coef);
+  }
+  return norm;
+}
+
+void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
+  XG_CHECK(clip_value >= 0, "clip_grad_value_: clip_value must be non-negative, got {}", clip_value);
+  autograd::NoGradGuard ng;
+  for (const auto& p : params) {
+    Tensor g = p.grad();
+    if (g.defined()) g.copy_(clamp(g, -clip_value, clip_value));
+  }
+}
+
+}  // namespace xg::optim

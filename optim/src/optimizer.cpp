@@ -1,0 +1,133 @@
+#include "xgrad/optim/optimizer.hpp"
+
+#include <fmt/format.h>
+
+#include <set>
+
+#include "xgrad/autograd.hpp"
+#include "xgrad/ops.hpp"
+
+namespace xg::optim {
+
+std::vector<ParamGroup> decay_groups(const NamedTensors& params, double weight_decay) {
+  ParamGroup decay, no_decay;
+  for (const auto& [n, p] : params) {
+    if (!p.requires_grad()) continue;  // frozen tensors need no optimizer state
+    (p.dim() >= 2 ? decay : no_decay).params.emplace_back(n, p);
+  }
+  decay.weight_decay = weight_decay;
+  no_decay.weight_decay = 0.0;
+  return {decay, no_decay};
+}
+
+NamedTensors name_params(const std::vector<Tensor>& params) {
+  NamedTensors out;
+  for (std::size_t i = 0; i < params.size(); ++i) out.emplace_back(std::to_string(i), params[i]);
+  return out;
+}
+
+Optimizer::Optimizer(std::string name, std::vector<ParamGroup> groups, double default_lr, double default_wd)
+    : name_(std::move(name)) {
+  if (default_lr < 0) throw Error(fmt::format("{}: invalid learning rate {}", name_, default_lr));
+  std::set<std::string> names;
+  std::set<const TensorImpl*> seen;
+  for (auto& g : groups) {
+    for (auto& [n, p] : g.params) {
+      if (!p.defined() || !p.is_leaf() || !p.requires_grad() || !is_floating(p.dtype()))
+        throw Error(fmt::format("{}: parameter \"{}\" is not a floating-point leaf tensor that requires grad", name_, n));
+      if (!p.is_contiguous())
+        throw Error(fmt::format("{}: parameter \"{}\" (shape {}) is not contiguous", name_, n, shape_str(p.shape())));
+      if (!names.insert(n).second) throw Error(fmt::format("{}: two parameters are named \"{}\"", name_, n));
+      if (!seen.insert(p.impl().get()).second)
+        throw Error(fmt::format("{}: parameter \"{}\" appears twice (tied weights belong in one group once)", name_, n));
+    }
+    groups_.push_back({g.params, g.lr >= 0 ? g.lr : default_lr, g.weight_decay >= 0 ? g.weight_decay : default_wd});
+  }
+}
+
+void Optimizer::zero_grad(bool set_to_none) {
+  autograd::NoGradGuard ng;
+  for (auto& g : groups_)
+    for (auto& [_, p] : g.params) {
+      if (set_to_none) {
+        p.set_grad(Tensor());
+      } else if (Tensor gr = p.grad(); gr.defined()) {
+        gr.zero_();
+      }
+    }
+}
+
+void Optimizer::set_lr(double lr) {
+  for (auto& g : groups_) g.lr = lr;
+}
+
+Tensor& Optimizer::buffer(const std::string& param, const std::string& key, const Tensor& like) {
+  Tensor& t = state_[param][key];
+  if (!t.defined()) t = zeros(like.shape(), {like.dtype()});
+  return t;
+}
+
+std::int64_t Optimizer::next_step(const std::string& param) { return ++steps_[param]; }
+
+StateDict Optimizer::state_dict() const {
+  StateDict out;
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    out.emplace_back(fmt::format("group.{}.lr", i), scalar_tensor(groups_[i].lr, DType::float64));
+    out.emplace_back(fmt::format("group.{}.weight_decay", i), scalar_tensor(groups_[i].weight_decay, DType::float64));
+  }
+  for (const auto& [param, n] : steps_) out.emplace_back(param + ".step", scalar_tensor(static_cast<double>(n), DType::float64));
+  for (const auto& [param, bufs] : state_)
+    for (const auto& [key, t] : bufs) out.emplace_back(param + "." + key, t);
+  return out;
+}
+
+void Optimizer::load_state_dict(const StateDict& state) {
+  std::map<std::string, Tensor> given(state.begin(), state.end());
+  std::map<std::string, const Tensor*> params;
+  for (auto& g : groups_)
+    for (auto& [n, p] : g.params) params[n] = &p;
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    auto lr = given.find(fmt::format("group.{}.lr", i));
+    auto wd = given.find(fmt::format("group.{}.weight_decay", i));
+    if (lr == given.end() || wd == given.end())
+      throw Error(fmt::format("{}: load_state_dict: no settings for parameter group {} (the checkpoint has fewer groups)", name_, i));
+    groups_[i].lr = lr->second.item();
+    groups_[i].weight_decay = wd->second.item();
+    given.erase(lr);
+    given.erase(wd);
+  }
+  decltype(state_) new_state;
+  decltype(steps_) new_steps;
+  for (const auto& [key, t] : given) {
+    if (key.rfind("group.", 0) == 0)
+      throw Error(fmt::format("{}: load_state_dict: the checkpoint has settings for more groups ({})", name_, key));
+    auto dot = key.find_last_of('.');
+    std::string param = dot == std::string::npos ? key : key.substr(0, dot);
+    std::string what = dot == std::string::npos ? "" : key.substr(dot + 1);
+    auto it = params.find(param);
+    if (it == params.end())
+      throw Error(fmt::format("{}: load_state_dict: state for unknown parameter \"{}\"", name_, param));
+    if (what == "step") {
+      new_steps[param] = static_cast<std::int64_t>(t.item());
+    } else {
+      if (t.shape() != it->second->shape())
+        throw Error(fmt::format("{}: load_state_dict: {} has shape {}, but the parameter has {}", name_, key,
+                                shape_str(t.shape()), shape_str(it->second->shape())));
+      new_state[param][what] = t.to(it->second->dtype()).contiguous().detach().clone();
+    }
+  }
+  state_ = std::move(new_state);
+  steps_ = std::move(new_steps);
+}
+
+void Optimizer::save(const std::string& path) const { save_safetensors(path, state_dict(), {{"optimizer", name_}}); }
+
+void Optimizer::load(const std::string& path) {
+  auto file = load_safetensors(path);
+  auto it = file.metadata.find("optimizer");
+  if (it != file.metadata.end() && it->second != name_)
+    throw Error(fmt::format("{}: {} holds the state of a {} optimizer", name_, path, it->second));
+  load_state_dict(file.tensors);
+}
+
+}  // namespace xg::optim

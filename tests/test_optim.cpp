@@ -1,0 +1,180 @@
+// Optimizers against numbers computed with PyTorch, schedules, clipping, and resuming from saved state.
+#include <cstdio>
+#include <filesystem>
+
+#include "helpers.hpp"
+
+namespace optim = xg::optim;
+using xg::Tensor;
+
+namespace {
+/// Five steps on loss = sum(sin(p) * c) + sum(p^2), c = [1, 2, 3], from p = [0.5, -1.5, 2.0] (float64).
+template <class MakeOpt>
+std::vector<double> run(MakeOpt make, int steps = 5) {
+  Tensor p = xg::tensor({0.5, -1.5, 2.0}, {3}, {xg::float64, true});
+  Tensor c = xg::tensor({1.0, 2.0, 3.0}, {3}, {xg::float64});
+  auto opt = make(std::vector<Tensor>{p});
+  for (int i = 0; i < steps; ++i) {
+    opt.zero_grad();
+    (xg::sum(xg::sin(p) * c) + xg::sum(p * p)).backward();
+    opt.step();
+  }
+  return test::values(p);
+}
+void check_close(const std::vector<double>& got, const std::vector<double>& want) {
+  REQUIRE(got.size() == want.size());
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).epsilon(1e-12).margin(1e-14));
+}
+std::string temp_path(const std::string& name) { return (std::filesystem::temp_directory_path() / name).string(); }
+}  // namespace
+
+// Reference values: the same loop run with torch.optim (PyTorch 1.13, float64), e.g.
+//   torch.optim.SGD([p], lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)
+TEST_CASE("optimizers match torch.optim step for step", "[optim]") {
+  check_close(run([](auto ps) { return optim::SGD(ps, {.lr = 0.1, .momentum = 0.9, .dampening = 0.1, .weight_decay = 0.01}); }),
+              {-0.9730049893471078, -0.06206585740585173, -1.6436320855758784});
+  check_close(run([](auto ps) { return optim::SGD(ps, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}); }),
+              {-0.814756081898894, -0.49714383550288654, -1.737198593443392});
+  check_close(run([](auto ps) { return optim::Adam(ps, {.lr = 0.1, .betas = {0.9, 0.99}, .weight_decay = 0.1}); }),
+              {0.0065733858416110735, -1.0124478982501863, 1.499131036380554});
+  check_close(run([](auto ps) { return optim::Adam(ps, {.lr = 0.1, .amsgrad = true}); }),
+              {0.006623766123824593, -1.0136395934283056, 1.4988741655957343});
+  check_close(run([](auto ps) { return optim::AdamW(ps, {.lr = 0.1, .betas = {0.8, 0.95}, .weight_decay = 0.1}); }),
+              {-0.004671715550068262, -0.9590573354011966, 1.409617013365725});
+  check_close(run([](auto ps) { return optim::AdamW(ps, {.lr = 0.1, .weight_decay = 0.1, .amsgrad = true}); }),
+              {-0.007599044468786703, -0.9534725716102118, 1.4105891845289438});
+}
+
+TEST_CASE("parameter groups have their own lr and weight decay", "[optim]") {
+  Tensor w = xg::ones({2, 2}, {xg::float64, true});
+  Tensor b = xg::ones({2}, {xg::float64, true});
+  auto groups = optim::decay_groups({{"w", w}, {"b", b}}, 0.5);
+  REQUIRE(groups.size() == 2);
+  CHECK(groups[0].params.size() == 1);
+  CHECK(groups[0].params[0].first == "w");
+  CHECK(groups[1].params[0].first == "b");
+  groups[1].lr = 0.0;  // freeze the biases through their group's lr
+  optim::SGD opt(groups, {.lr = 0.1});
+  (xg::sum(w) + xg::sum(b)).backward();
+  opt.step();
+  CHECK(test::values(w)[0] == Approx(1.0 - 0.1 * (1.0 + 0.5 * 1.0)));  // grad 1 plus L2 decay 0.5
+  CHECK(test::values(b)[0] == 1.0);
+  CHECK(opt.lr(0) == 0.1);
+  CHECK(opt.lr(1) == 0.0);
+}
+
+TEST_CASE("zero_grad sets gradients to none or zero", "[optim]") {
+  Tensor p = xg::ones({3}, {xg::float64, true});
+  optim::SGD opt(std::vector<Tensor>{p});
+  xg::sum(p).backward();
+  opt.zero_grad(false);
+  CHECK(test::values(p.grad()) == std::vector<double>{0, 0, 0});
+  opt.zero_grad();
+  CHECK_FALSE(p.grad().defined());
+}
+
+TEST_CASE("schedules follow their formulas", "[optim]") {
+  Tensor p = xg::ones({1}, {xg::float64, true});
+  optim::AdamW opt(std::vector<Tensor>{p}, {.lr = 1e-3});
+  optim::CosineWarmupLR sched(opt, 10, 100, 1e-4);  // nanoGPT's get_lr
+  std::vector<double> lrs{opt.lr()};
+  for (int i = 1; i <= 150; ++i) {
+    sched.step();
+    lrs.push_back(opt.lr());
+  }
+  CHECK(lrs[0] == Approx(1e-3 / 11));
+  CHECK(lrs[9] == Approx(1e-3 * 10 / 11));
+  CHECK(lrs[10] == Approx(1e-3));
+  CHECK(lrs[55] == Approx(1e-4 + 0.5 * 9e-4));
+  CHECK(lrs[100] == Approx(1e-4));
+  CHECK(lrs[150] == Approx(1e-4));
+  for (int i = 11; i <= 100; ++i) CHECK(lrs[i] <= lrs[i - 1]);  // monotone decay
+
+  optim::SGD sgd(std::vector<Tensor>{p}, {.lr = 1.0});
+  optim::StepLR step(sgd, 3, 0.5);
+  for (int i = 0; i < 7; ++i) step.step();
+  CHECK(sgd.lr() == Approx(0.25));  // step 7: 0.5^(7/3 = 2)
+  optim::LambdaLR lam(sgd, [](std::int64_t s) { return 1.0 / (1.0 + static_cast<double>(s)); });
+  lam.step();
+  CHECK(sgd.lr() == Approx(0.125));  // base 0.25 (the lr when LambdaLR was made) / 2
+  optim::SGD sgd2(std::vector<Tensor>{p}, {.lr = 2.0});
+  optim::LinearWarmupLR warm(sgd2, 3);
+  CHECK(sgd2.lr() == Approx(0.5));
+  for (int i = 0; i < 5; ++i) warm.step();
+  CHECK(sgd2.lr() == Approx(2.0));
+  optim::ConstantLR constant(sgd2);
+  constant.step();
+  CHECK(sgd2.lr() == Approx(2.0));
+
+  // A restored schedule continues where it was.
+  auto state = sched.state_dict();
+  optim::AdamW opt2(std::vector<Tensor>{p}, {.lr = 1e-3});
+  optim::CosineWarmupLR sched2(opt2, 10, 100, 1e-4);
+  sched2.load_state_dict(state);
+  CHECK(sched2.last_step() == 150);
+  CHECK(opt2.lr() == Approx(1e-4));
+}
+
+TEST_CASE("clip_grad_norm_ scales to the global norm and reports non-finite norms", "[optim]") {
+  Tensor a = xg::zeros({2}, {xg::float64, true}), b = xg::zeros({1}, {xg::float64, true});
+  a.set_grad(xg::tensor({3.0, 0.0}, {2}, {xg::float64}));
+  b.set_grad(xg::tensor({4.0}, {1}, {xg::float64}));
+  double norm = optim::clip_grad_norm_({a, b}, 1.0);
+  CHECK(norm == Approx(5.0));
+  CHECK(test::values(a.grad())[0] == Approx(0.6).epsilon(1e-5));
+  CHECK(test::values(b.grad())[0] == Approx(0.8).epsilon(1e-5));
+  CHECK(optim::clip_grad_norm_({a, b}, 10.0) == Approx(1.0).epsilon(1e-5));  // under the limit: unchanged
+  CHECK(test::values(b.grad())[0] == Approx(0.8).epsilon(1e-5));
+  CHECK(optim::clip_grad_norm_({a, b}, 10.0, std::numeric_limits<double>::infinity()) == Approx(0.8).epsilon(1e-5));
+  b.set_grad(xg::tensor({std::nan("")}, {1}, {xg::float64}));
+  CHECK(std::isnan(optim::clip_grad_norm_({a, b}, 1.0)));
+  CHECK(test::values(a.grad())[0] == Approx(0.6).epsilon(1e-5));  // left untouched
+  test::require_error([&] { optim::clip_grad_norm_({a, b}, 1.0, 2.0, true); }, {"clip_grad_norm_", "nan"});
+  a.set_grad(xg::tensor({-3.0, 0.5}, {2}, {xg::float64}));
+  optim::clip_grad_value_({a}, 1.0);
+  CHECK(test::values(a.grad()) == std::vector<double>{-1.0, 0.5});
+}
+
+TEST_CASE("a resumed optimizer takes exactly the steps the original would", "[optim]") {
+  auto make_params = [] {
+    xg::Generator gen(11);
+    return std::vector<Tensor>{xg::randn({4, 3}, {xg::float64}, &gen).requires_grad_(),
+                               xg::randn({3}, {xg::float64}, &gen).requires_grad_()};
+  };
+  Tensor x = test::uniform({5, 4}, -1, 1, 12, false);
+  auto loss_of = [&](const std::vector<Tensor>& ps) { return xg::sum(xg::tanh(xg::matmul(x, ps[0]) + ps[1])); };
+  auto train = [&](std::vector<Tensor>& ps, optim::AdamW& opt, int steps) {
+    for (int i = 0; i < steps; ++i) {
+      opt.zero_grad();
+      loss_of(ps).backward();
+      opt.step();
+    }
+  };
+  std::vector<Tensor> ref = make_params();
+  optim::AdamW ref_opt(ref, {.lr = 0.05, .amsgrad = true});
+  train(ref, ref_opt, 6);
+
+  std::vector<Tensor> a = make_params();
+  optim::AdamW a_opt(a, {.lr = 0.05, .amsgrad = true});
+  train(a, a_opt, 3);
+  std::string path = temp_path("xgrad_test_adamw_state.safetensors");
+  a_opt.save(path);
+  std::vector<Tensor> b = {a[0].detach().clone().requires_grad_(), a[1].detach().clone().requires_grad_()};
+  optim::AdamW b_opt(b, {.lr = 0.05, .amsgrad = true});
+  b_opt.load(path);
+  train(b, b_opt, 3);
+  CHECK(test::values(b[0]) == test::values(ref[0]));
+  CHECK(test::values(b[1]) == test::values(ref[1]));
+  optim::SGD sgd(b);
+  test::require_error([&] { sgd.load(path); }, {"SGD", "AdamW"});
+  std::remove(path.c_str());
+}
+
+TEST_CASE("optimizers reject bad settings and parameters", "[optim]") {
+  Tensor p = xg::ones({2}, {xg::float64, true});
+  test::require_error([&] { optim::SGD(std::vector<Tensor>{p}, {.lr = -1.0}); }, {"SGD", "learning rate"});
+  test::require_error([&] { optim::SGD(std::vector<Tensor>{p}, {.nesterov = true}); }, {"nesterov"});
+  test::require_error([&] { optim::Adam(std::vector<Tensor>{p}, {.betas = {1.0, 0.9}}); }, {"Adam", "betas"});
+  test::require_error([&] { optim::AdamW(std::vector<Tensor>{p, p}); }, {"appears twice"});
+  test::require_error([&] { optim::SGD(std::vector<Tensor>{p * 2.0}); }, {"leaf"});
+}
