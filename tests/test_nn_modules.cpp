@@ -1,0 +1,316 @@
+// Layers and the properties the transformer literature states: gradchecks of every module, fused ops
+// against their composite formulas, attention's shift invariance, causality, windows and equivariance,
+// per-token layer norm, embedding gradients, LoRA, and a train/save/load/resume round trip.
+#include <cstdio>
+#include <filesystem>
+
+#include "helpers.hpp"
+
+namespace nn = xg::nn;
+namespace F = xg::nn::functional;
+using xg::Tensor;
+using Inputs = std::vector<Tensor>;
+
+namespace {
+std::string temp_path(const std::string& name) { return (std::filesystem::temp_directory_path() / name).string(); }
+
+/// gradcheck and gradgradcheck of module(x) over x and every parameter.
+void check_module(nn::Module& m, const Tensor& x, const std::function<Tensor(const Tensor&)>& fwd) {
+  Inputs in = {x};
+  for (auto& p : m.parameters()) in.push_back(p);
+  auto f = [&](const Inputs& v) { return fwd(v[0]); };
+  CHECK(xg::autograd::gradcheck(f, in));
+  CHECK(xg::autograd::gradgradcheck(f, in));
+}
+
+Tensor d(const std::vector<double>& v, const xg::Shape& s) { return xg::tensor(v, s, {xg::float64}); }
+}  // namespace
+
+TEST_CASE("every module passes gradcheck and gradgradcheck in float64", "[nn]") {
+  xg::manual_seed(5);
+  nn::Linear lin(nn::LinearOptions(4, 3).dtype(xg::float64));
+  check_module(lin, test::uniform({2, 4}, -1, 1, 1), [&](const Tensor& x) { return lin.forward(x); });
+  nn::LayerNorm ln(nn::LayerNormOptions(4).dtype(xg::float64));
+  check_module(ln, test::uniform({2, 3, 4}, -1, 1, 2), [&](const Tensor& x) { return ln.forward(x); });
+  nn::Embedding emb(nn::EmbeddingOptions(6, 3).dtype(xg::float64));
+  Tensor ids = xg::index_tensor({5, 0, 5, 2}, {2, 2});
+  check_module(emb, test::uniform({1}, 0, 1, 3), [&](const Tensor& x) { return emb.forward(ids) * x; });
+  for (auto [causal, window] : {std::pair{false, 0}, std::pair{true, 0}, std::pair{false, 2}}) {
+    nn::MultiHeadAttention mha(nn::MultiHeadAttentionOptions(4, 2).causal(causal).window(window).dtype(xg::float64));
+    check_module(mha, test::uniform({2, 3, 4}, -1, 1, 4), [&](const Tensor& x) { return mha.forward(x); });
+  }
+  nn::MultiHeadAttention padded(nn::MultiHeadAttentionOptions(4, 2).dtype(xg::float64));
+  Tensor pad = d({1, 1, 0, 1, 1, 1}, {2, 1, 1, 3});
+  check_module(padded, test::uniform({2, 3, 4}, -1, 1, 5), [&](const Tensor& x) { return padded.forward(x, pad); });
+  auto seq = std::make_shared<nn::Sequential>();
+  seq->push_back(std::make_shared<nn::Linear>(nn::LinearOptions(3, 5).dtype(xg::float64)))
+      .push_back(std::make_shared<nn::GELU>(true))
+      .push_back(std::make_shared<nn::Dropout>(0.5))
+      .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(5, 2).dtype(xg::float64)));
+  seq->eval();  // dropout off
+  check_module(*seq, test::uniform({4, 3}, -1, 1, 6), [&](const Tensor& x) { return seq->forward(x); });
+  nn::Linear lora(nn::LinearOptions(4, 3).dtype(xg::float64));
+  lora.add_lora(nn::LoRAOptions(2).alpha(4.0));
+  nn::init::normal_(lora.lora_B, 0.0, 0.1);  // non-zero B, so every term is exercised
+  check_module(lora, test::uniform({2, 4}, -1, 1, 7), [&](const Tensor& x) { return lora.forward(x); });
+}
+
+TEST_CASE("a whole model converted with to(float64) passes gradcheck", "[nn]") {
+  xg::manual_seed(8);
+  nn::Sequential m;
+  m.push_back(std::make_shared<nn::Linear>(3, 4)).push_back(std::make_shared<nn::LayerNorm>(4));
+  m.to(xg::float64);
+  for (auto& p : m.parameters()) CHECK(p.dtype() == xg::float64);
+  Tensor x = test::uniform({2, 3}, -1, 1, 9, false);
+  CHECK(xg::autograd::gradcheck([&](const Inputs&) { return m.forward(x); }, m.parameters()));
+}
+
+TEST_CASE("fused ops equal their composite formulas, values and gradients", "[nn]") {
+  Tensor x = test::uniform({3, 7}, -3, 3, 10);
+  Tensor g = test::uniform({3, 7}, -1, 1, 11, false);
+  auto both_grads = [&](const Tensor& y, const Tensor& gy, const Tensor& wrt) {
+    Tensor fused = xg::autograd::grad({y}, {wrt}, {gy}, {.retain_graph = true})[0];
+    Tensor composite = xg::autograd::grad({y}, {wrt}, {gy}, {.create_graph = true})[0];
+    CHECK(xg::allclose(fused, composite, 1e-10, 1e-12));
+  };
+  Tensor e = xg::exp(x);
+  CHECK(xg::allclose(F::softmax(x), e / xg::sum(e, {-1}, true), 1e-12, 1e-14));
+  CHECK(xg::allclose(F::log_softmax(x), x - xg::log(xg::sum(e, {-1}, true)), 1e-12, 1e-14));
+  both_grads(F::softmax(x), g, x);
+  both_grads(F::log_softmax(x), g, x);
+
+  Tensor w = test::uniform({7}, 0.5, 1.5, 12), b = test::uniform({7}, -1, 1, 13);
+  Tensor mu = xg::mean(x, {-1}, true);
+  Tensor composite_ln = (x - mu) / xg::sqrt(xg::var(x, {-1}, 0, true) + 1e-5) * w + b;
+  CHECK(xg::allclose(F::layer_norm(x, w, b), composite_ln, 1e-12, 1e-12));
+  both_grads(F::layer_norm(x, w, b), g, x);
+  both_grads(F::layer_norm(x, w, b), g, w);
+
+  Tensor t = xg::index_tensor({6, -100, 2});
+  Tensor ce = F::cross_entropy(x, t);
+  Tensor lp = F::log_softmax(x);
+  double want = -(lp.to_vector<double>()[6] + lp.to_vector<double>()[2 * 7 + 2]) / 2;
+  CHECK(ce.item() == Approx(want).epsilon(1e-12));
+  both_grads(ce, xg::scalar_tensor(1.0, xg::float64), x);
+  both_grads(F::cross_entropy(x, t, {.reduction = F::Reduction::none}), d({1, 2, 3}, {3}), x);
+
+  Tensor q = test::uniform({2, 4, 3}, -1, 1, 14), k = test::uniform({2, 5, 3}, -1, 1, 15), v = test::uniform({2, 5, 2}, -1, 1, 16);
+  Tensor scores = xg::matmul(q, xg::transpose(k, -1, -2)) / std::sqrt(3.0);
+  // causal, aligned at the end: query i sees keys j <= i + (S - T) = i + 1
+  Tensor allowed = xg::tril(xg::ones({4, 5}, {xg::float64}), 1);
+  Tensor ref = xg::matmul(F::softmax(xg::where(allowed, scores, -INFINITY)), v);
+  Tensor att = F::scaled_dot_product_attention(q, k, v, {.causal = true});
+  CHECK(xg::allclose(att, ref, 1e-12, 1e-14));
+  Tensor ga = test::uniform({2, 4, 2}, -1, 1, 17, false);
+  both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, q);
+  both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, k);
+  both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, v);
+}
+
+TEST_CASE("the key bias of self-attention gets an identically zero gradient", "[nn][transformer]") {
+  xg::manual_seed(18);
+  const std::int64_t c = 8;
+  nn::MultiHeadAttention mha(nn::MultiHeadAttentionOptions(c, 2).causal(true).dtype(xg::float64));
+  Tensor x = test::uniform({2, 5, c}, -1, 1, 19, false);
+  xg::sum(xg::sin(mha.forward(x))).backward();
+  auto gb = test::values(mha.c_attn->bias.grad());  // [q | k | v] biases
+  double key_max = 0, query_max = 0, value_max = 0;
+  for (int i = 0; i < c; ++i) {
+    query_max = std::max(query_max, std::abs(gb[i]));
+    key_max = std::max(key_max, std::abs(gb[c + i]));
+    value_max = std::max(value_max, std::abs(gb[2 * c + i]));
+  }
+  // softmax is shift-invariant: a key bias adds q.b_k to every score of a row, which changes nothing.
+  CHECK(key_max < 1e-12);
+  CHECK(query_max > 1e-4);
+  CHECK(value_max > 1e-4);
+}
+
+TEST_CASE("layer norm normalises each token on its own", "[nn][transformer]") {
+  nn::LayerNorm ln(nn::LayerNormOptions(6).dtype(xg::float64));
+  Tensor x = test::uniform({4, 6}, -2, 2, 20, false);
+  Tensor y = ln.forward(x);
+  Tensor x2 = x.clone();
+  {
+    xg::autograd::NoGradGuard ng;
+    x2.select(0, 2).add_(xg::arange(6.0, {xg::float64}));  // change token 2 only (not by a constant shift)
+  }
+  Tensor y2 = ln.forward(x2);
+  for (int tok : {0, 1, 3}) CHECK(xg::allclose(y.select(0, tok), y2.select(0, tok), 0, 0));
+  CHECK_FALSE(xg::allclose(y.select(0, 2), y2.select(0, 2)));
+  // Each row of the output has mean 0 and (biased) variance 1.
+  CHECK(xg::allclose(xg::mean(y, {-1}), xg::zeros({4}, {xg::float64}), 0, 1e-12));
+  CHECK(xg::allclose(xg::var(y, {-1}, 0), xg::ones({4}, {xg::float64}), 1e-4, 0));
+}
+
+TEST_CASE("attention: permutation-equivariant, causal, and windowed as specified", "[nn][transformer]") {
+  xg::manual_seed(21);
+  const std::int64_t t = 6, c = 4;
+  Tensor x = test::uniform({1, t, c}, -1, 1, 22, false);
+  nn::MultiHeadAttention full(nn::MultiHeadAttentionOptions(c, 2).dtype(xg::float64));
+  // Permuting the tokens permutes the output the same way.
+  Tensor perm = xg::index_tensor({3, 0, 5, 1, 4, 2});
+  Tensor y = full.forward(x);
+  Tensor yp = full.forward(xg::index_select(x, 1, perm));
+  CHECK(xg::allclose(yp, xg::index_select(y, 1, perm), 1e-12, 1e-12));
+
+  // Which inputs each output position depends on: the Jacobian's block structure.
+  auto depends = [&](nn::MultiHeadAttention& m, std::int64_t out_pos, std::int64_t in_pos) {
+    Tensor xi = x.clone().detach().requires_grad_();
+    Tensor yo = m.forward(xi).select(1, out_pos);
+    Tensor gx = xg::autograd::grad({xg::sum(yo * yo)}, {xi})[0];
+    return xg::max(xg::abs(gx.select(1, in_pos))).item() > 0.0;
+  };
+  nn::MultiHeadAttention causal(nn::MultiHeadAttentionOptions(c, 2).causal(true).dtype(xg::float64));
+  for (std::int64_t o = 0; o < t; ++o)
+    for (std::int64_t i = 0; i < t; ++i) CHECK(depends(causal, o, i) == (i <= o));
+  const std::int64_t w = 2;
+  nn::MultiHeadAttention window(nn::MultiHeadAttentionOptions(c, 2).window(w).dtype(xg::float64));
+  for (std::int64_t o = 0; o < t; ++o)
+    for (std::int64_t i = 0; i < t; ++i) CHECK(depends(window, o, i) == (i <= o && i > o - w));
+}
+
+TEST_CASE("embedding gradients land on the used rows and accumulate for repeats", "[nn][transformer]") {
+  nn::Embedding emb(nn::EmbeddingOptions(5, 2).dtype(xg::float64));
+  Tensor ids = xg::index_tensor({3, 1, 3, 3});
+  xg::sum(emb.forward(ids)).backward();
+  CHECK(test::values(emb.weight.grad()) == std::vector<double>{0, 0, 1, 1, 0, 0, 3, 3, 0, 0});
+  test::require_error([&] { emb.forward(xg::index_tensor({5})); }, {"embedding", "token id 5", "5 embeddings"});
+}
+
+TEST_CASE("cross-entropy's gradient is (softmax - one_hot) / n over the counted targets", "[nn][transformer]") {
+  Tensor x = test::uniform({4, 3}, -2, 2, 23);
+  Tensor t = xg::index_tensor({2, 0, -100, 2});
+  F::cross_entropy(x, t).backward();
+  Tensor p = F::softmax(x.detach());
+  auto pv = test::values(p), gv = test::values(x.grad());
+  std::vector<std::int64_t> tv = {2, 0, -100, 2};
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < 3; ++j) {
+      double want = tv[r] == -100 ? 0.0 : (pv[r * 3 + j] - (j == tv[r] ? 1.0 : 0.0)) / 3.0;
+      CHECK(gv[r * 3 + j] == Approx(want).margin(1e-14));
+    }
+  test::require_error([&] { F::cross_entropy(x, xg::index_tensor({0, 3, 1, 1})); }, {"cross_entropy", "target 3", "3 classes"});
+  test::require_error([&] { F::cross_entropy(x, xg::index_tensor({0, 1})); }, {"cross_entropy", "[2]", "[4]"});
+}
+
+TEST_CASE("LoRA: frozen base, gradients linear in alpha, merge and unmerge keep outputs", "[nn][lora]") {
+  auto grad_B = [](double alpha) {
+    xg::manual_seed(24);
+    nn::Linear lin(nn::LinearOptions(4, 3).dtype(xg::float64));
+    lin.add_lora(nn::LoRAOptions(2).alpha(alpha));
+    xg::sum(xg::tanh(lin.forward(test::uniform({5, 4}, -1, 1, 25, false)))).backward();
+    CHECK_FALSE(lin.weight.grad().defined());  // frozen
+    CHECK_FALSE(lin.bias.grad().defined());
+    return test::values(lin.lora_B.grad());
+  };
+  auto g1 = grad_B(1.0), g3 = grad_B(3.0);
+  for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g3[i] == Approx(3.0 * g1[i]).epsilon(1e-10));
+
+  xg::manual_seed(26);
+  nn::Sequential model;
+  model.push_back(std::make_shared<nn::Linear>(nn::LinearOptions(4, 6).dtype(xg::float64)))
+      .push_back(std::make_shared<nn::GELU>())
+      .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(6, 2).dtype(xg::float64)));
+  CHECK(nn::apply_lora(model, nn::LoRAOptions(2).alpha(8.0)) == 2);
+  for (auto& [n, p] : model.named_parameters()) CHECK(p.requires_grad() == (n.find("lora_") != std::string::npos));
+  for (auto& [n, p] : nn::lora_state_dict(model))
+    if (n.find("lora_B") != std::string::npos) nn::init::normal_(p, 0, 0.5);  // as if trained
+  Tensor x = test::uniform({3, 4}, -1, 1, 27, false);
+  Tensor before = model.forward(x);
+  nn::merge_lora(model);
+  CHECK(xg::allclose(model.forward(x), before, 1e-12, 1e-12));
+  nn::unmerge_lora(model);
+  CHECK(xg::allclose(model.forward(x), before, 1e-12, 1e-12));
+
+  // Adapter-only state: 4 tensors, loaded into a fresh copy of the same base gives the same outputs.
+  auto adapters = nn::lora_state_dict(model);
+  CHECK(adapters.size() == 4);
+  std::string path = temp_path("xgrad_lora.safetensors");
+  xg::save_safetensors(path, adapters);
+  xg::manual_seed(26);
+  nn::Sequential fresh;
+  fresh.push_back(std::make_shared<nn::Linear>(nn::LinearOptions(4, 6).dtype(xg::float64)))
+      .push_back(std::make_shared<nn::GELU>())
+      .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(6, 2).dtype(xg::float64)));
+  nn::apply_lora(fresh, nn::LoRAOptions(2).alpha(8.0));
+  fresh.load_state_dict(xg::load_safetensors(path).tensors, /*strict=*/false);
+  CHECK(xg::allclose(fresh.forward(x), before, 1e-12, 1e-12));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("modules print as a tree and propagate train/eval", "[nn]") {
+  nn::Sequential s;
+  s.push_back(std::make_shared<nn::Linear>(2, 3)).push_back(std::make_shared<nn::Dropout>(0.1));
+  auto dict = std::make_shared<nn::ModuleDict>();
+  dict->insert("norm", std::make_shared<nn::LayerNorm>(3));
+  s.push_back(dict);
+  CHECK(s.to_string() ==
+        "Sequential(\n"
+        "  (0): Linear(in_features=2, out_features=3, bias=true)\n"
+        "  (1): Dropout(p=0.1)\n"
+        "  (2): ModuleDict(\n"
+        "    (norm): LayerNorm((3,), eps=1e-05, elementwise_affine=true, bias=true)\n"
+        "  )\n"
+        ")");
+  s.eval();
+  CHECK_FALSE((*dict)["norm"]->is_training());
+  s.train();
+  CHECK((*dict)["norm"]->is_training());
+  CHECK(s.named_parameters()[2].first == "2.norm.weight");
+  nn::ModuleList list;
+  list.push_back(std::make_shared<nn::Linear>(2, 2));
+  CHECK(list.at<nn::Linear>(0)->weight.shape() == xg::Shape{2, 2});
+  test::require_error([&] { (*dict)["missing"]; }, {"ModuleDict", "missing"});
+}
+
+TEST_CASE("dropout zeroes in training, scales the rest, and is off in eval", "[nn]") {
+  xg::Generator gen(3);
+  Tensor x = xg::ones({10000}, {xg::float64});
+  Tensor y = F::dropout(x, 0.25, true, &gen);
+  auto v = test::values(y);
+  int zeros = 0;
+  for (double e : v) {
+    if (e == 0.0) ++zeros;
+    else CHECK(e == Approx(1.0 / 0.75));
+  }
+  CHECK(std::abs(zeros / 10000.0 - 0.25) < 0.02);
+  CHECK(F::dropout(x, 0.25, false).is_same(x));
+}
+
+TEST_CASE("train, save, load into a fresh model, and resume the optimizer identically", "[nn][optim]") {
+  auto make = [] {
+    auto m = std::make_shared<nn::Sequential>();
+    m->push_back(std::make_shared<nn::Linear>(2, 16)).push_back(std::make_shared<nn::GELU>()).push_back(std::make_shared<nn::Linear>(16, 2));
+    return m;
+  };
+  xg::Tensor x = xg::tensor({0, 0, 0, 1, 1, 0, 1, 1}, {4, 2});
+  xg::Tensor y = xg::index_tensor({0, 1, 1, 0});
+  xg::manual_seed(30);
+  auto model = make();
+  xg::optim::AdamW opt(model->named_parameters(), {.lr = 0.05, .weight_decay = 0.0});
+  auto train_step = [&](nn::Module& m, xg::optim::Optimizer& o) {
+    Tensor loss = F::cross_entropy(m.forward(x), y);
+    o.zero_grad();
+    loss.backward();
+    o.step();
+    return loss.item();
+  };
+  double loss = 0;
+  for (int i = 0; i < 300 && (i == 0 || loss > 0.01); ++i) loss = train_step(*model, opt);
+  CHECK(loss < 0.01);
+  std::string mpath = temp_path("xgrad_rt_model.safetensors"), opath = temp_path("xgrad_rt_opt.safetensors");
+  model->save(mpath);
+  opt.save(opath);
+
+  xg::manual_seed(99);
+  auto fresh = make();
+  fresh->load(mpath);
+  CHECK(test::values(fresh->forward(x)) == test::values(model->forward(x)));
+  xg::optim::AdamW fresh_opt(fresh->named_parameters(), {.lr = 0.05, .weight_decay = 0.0});
+  fresh_opt.load(opath);
+  for (int i = 0; i < 3; ++i) CHECK(train_step(*fresh, fresh_opt) == train_step(*model, opt));
+  CHECK(test::values(fresh->parameters()[0]) == test::values(model->parameters()[0]));
+  std::remove(mpath.c_str());
+  std::remove(opath.c_str());
+}
