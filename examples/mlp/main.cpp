@@ -1,5 +1,6 @@
 // Trains a small MLP to separate three interleaved spirals: the smallest end-to-end use of xgrad
-// (tensors, autograd, nn::Linear, cross-entropy, SGD with momentum).
+// (modules, cross-entropy, AdamW with nanoGPT's parameter groups, a warmup + cosine schedule, gradient
+// clipping, and saving/loading the trained model).
 //
 //   ./build/examples/mlp [steps]
 #include <xgrad/xgrad.hpp>
@@ -12,13 +13,15 @@ namespace F = xg::nn::functional;
 
 struct MLP : nn::Module {
   std::shared_ptr<nn::Linear> fc1, fc2, fc3;
+  std::shared_ptr<nn::LayerNorm> ln;
   MLP() : nn::Module("MLP") {
     fc1 = register_module("fc1", std::make_shared<nn::Linear>(2, 64));
+    ln = register_module("ln", std::make_shared<nn::LayerNorm>(64));
     fc2 = register_module("fc2", std::make_shared<nn::Linear>(64, 64));
     fc3 = register_module("fc3", std::make_shared<nn::Linear>(64, 3));
   }
   xg::Tensor forward(const xg::Tensor& x) override {
-    return fc3->forward(xg::relu(fc2->forward(xg::relu(fc1->forward(x)))));
+    return fc3->forward(xg::gelu(fc2->forward(ln->forward(xg::gelu(fc1->forward(x))))));
   }
 };
 
@@ -38,9 +41,10 @@ std::pair<xg::Tensor, xg::Tensor> spirals(int n, xg::Generator& gen) {
 }
 
 int main(int argc, char** argv) {
-  int steps = argc > 1 ? std::atoi(argv[1]) : 2000;
-  if (steps <= 0) {
-    fmt::print(stderr, "usage: mlp [steps > 0]\n");
+  int steps = argc > 1 ? std::atoi(argv[1]) : 1000;
+  std::string out = argc > 2 ? argv[2] : "mlp.safetensors";
+  if (steps < 10) {
+    fmt::print(stderr, "usage: mlp [steps >= 10] [model.safetensors]\n");
     return 2;
   }
   xg::manual_seed(0);
@@ -48,7 +52,8 @@ int main(int argc, char** argv) {
   auto [x, y] = spirals(200, data_gen);
   auto model = std::make_shared<MLP>();
   fmt::print("{}\n", model->to_string());
-  xg::optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = 0.9});
+  xg::optim::AdamW opt(xg::optim::decay_groups(model->named_parameters(), 0.01), {.lr = 1e-2});
+  xg::optim::CosineWarmupLR schedule(opt, steps / 10, steps, 1e-3);
 
   auto accuracy = [&] {
     xg::autograd::NoGradGuard ng;
@@ -58,11 +63,19 @@ int main(int argc, char** argv) {
     xg::Tensor loss = F::cross_entropy(model->forward(x), y);
     opt.zero_grad();
     loss.backward();
+    xg::optim::clip_grad_norm_(model->parameters(), 1.0);
     opt.step();
-    if (step % (steps / 10 > 0 ? steps / 10 : 1) == 0 || step == 1)
-      fmt::print("step {:5d}  loss {:.4f}  accuracy {:.1f}%\n", step, loss.item(), 100 * accuracy());
+    schedule.step();
+    if (step % (steps / 10) == 0 || step == 1)
+      fmt::print("step {:5d}  loss {:.4f}  lr {:.2e}  accuracy {:.1f}%\n", step, loss.item(), opt.lr(), 100 * accuracy());
   }
   double acc = accuracy();
   fmt::print("final training accuracy: {:.1f}%\n", 100 * acc);
-  return acc > 0.9 ? 0 : 1;
+  model->save(out);
+  auto reloaded = std::make_shared<MLP>();
+  reloaded->load(out);
+  xg::autograd::NoGradGuard ng;
+  bool same = xg::allclose(reloaded->forward(x), model->forward(x), 0, 0);
+  fmt::print("saved to {}; reloaded model gives {} outputs\n", out, same ? "identical" : "DIFFERENT");
+  return acc > 0.9 && same ? 0 : 1;
 }
