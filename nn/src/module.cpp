@@ -36,6 +36,18 @@ Tensor Module::register_parameter(const std::string& name, Tensor value, bool re
   return value;
 }
 
+void Module::set_parameter(const std::string& name, const Tensor& value) {
+  for (auto& [n, t] : params_)
+    if (n == name) {
+      if (value.shape() != t.shape())
+        throw Error(fmt::format("set_parameter: {} \"{}\" has shape {}, the new tensor {}", type_name_, name,
+                                shape_str(t.shape()), shape_str(value.shape())));
+      t = value;
+      return;
+    }
+  throw Error(fmt::format("set_parameter: {} has no parameter \"{}\"", type_name_, name));
+}
+
 Tensor Module::register_buffer(const std::string& name, Tensor value) {
   check_name("buffer", name, *this);
   if (has(params_, name) || has(buffers_, name) || has(modules_, name))

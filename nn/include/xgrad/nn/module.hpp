@@ -33,6 +33,9 @@ class Module {
 
   /// Adds a parameter (a leaf that requires grad unless requires_grad is false) and returns it.
   Tensor register_parameter(const std::string& name, Tensor value, bool requires_grad = true);
+  /// Replaces an already registered parameter by another tensor, e.g. to tie two layers' weights:
+  /// `lm_head->set_parameter("weight", wte->weight)`. Keep the layer's own member in step with it.
+  void set_parameter(const std::string& name, const Tensor& value);
   /// Adds a buffer: state saved with the module that is not trained (e.g. a running mean).
   Tensor register_buffer(const std::string& name, Tensor value);
   /// Adds a submodule and returns it, so it can be assigned to a member in one line.

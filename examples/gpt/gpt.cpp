@@ -1,0 +1,190 @@
+#include "gpt.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace gpt {
+namespace nn = xg::nn;
+namespace F = xg::nn::functional;
+using xg::Tensor;
+
+std::int64_t GPTConfig::layer_window(std::int64_t i) const {
+  if (attention == "window") return window;
+  if (attention == "alternating") return i % 2 == 1 ? window : 0;  // dense first, like GPT-3's banded layers
+  return 0;
+}
+
+void GPTConfig::validate() const {
+  auto bad = [](const std::string& why) { throw xg::Error("GPT config: " + why); };
+  if (vocab_size <= 0 || block_size <= 0 || n_layer <= 0 || n_head <= 0 || n_embd <= 0)
+    bad("vocab_size, block_size, n_layer, n_head and n_embd must be positive");
+  if (n_embd % n_head != 0) bad(fmt::format("n_embd {} must be a multiple of n_head {}", n_embd, n_head));
+  if (dropout < 0 || dropout >= 1) bad(fmt::format("dropout must be in [0, 1), got {}", dropout));
+  if (attention != "dense" && attention != "window" && attention != "alternating")
+    bad(fmt::format("attention must be dense, window or alternating, got \"{}\"", attention));
+  if (attention != "dense" && window <= 0) bad("a windowed attention pattern needs --window > 0");
+}
+
+std::string GPTConfig::to_json() const {
+  nlohmann::ordered_json j = {{"vocab_size", vocab_size}, {"block_size", block_size}, {"n_layer", n_layer},
+                              {"n_head", n_head},         {"n_embd", n_embd},         {"dropout", dropout},
+                              {"bias", bias},             {"gelu_tanh", gelu_tanh},   {"window", window},
+                              {"attention", attention}};
+  return j.dump();
+}
+
+GPTConfig GPTConfig::from_json(const std::string& text) {
+  GPTConfig c;
+  try {
+    auto j = nlohmann::json::parse(text);
+    c.vocab_size = j.at("vocab_size");
+    c.block_size = j.at("block_size");
+    c.n_layer = j.at("n_layer");
+    c.n_head = j.at("n_head");
+    c.n_embd = j.at("n_embd");
+    c.dropout = j.at("dropout");
+    c.bias = j.at("bias");
+    c.gelu_tanh = j.value("gelu_tanh", false);
+    c.window = j.value("window", std::int64_t{0});
+    c.attention = j.value("attention", std::string("dense"));
+  } catch (const nlohmann::json::exception& e) {
+    throw xg::Error(std::string("GPT config: cannot read the stored config: ") + e.what());
+  }
+  c.validate();
+  return c;
+}
+
+MLP::MLP(const GPTConfig& c) : Module("MLP"), gelu_tanh(c.gelu_tanh), dropout(c.dropout) {
+  c_fc = register_module("c_fc", std::make_shared<nn::Linear>(nn::LinearOptions(c.n_embd, 4 * c.n_embd).bias(c.bias)));
+  c_proj = register_module("c_proj", std::make_shared<nn::Linear>(nn::LinearOptions(4 * c.n_embd, c.n_embd).bias(c.bias)));
+}
+Tensor MLP::forward(const Tensor& x) {
+  return F::dropout(c_proj->forward(xg::gelu(c_fc->forward(x), gelu_tanh)), dropout, is_training());
+}
+
+Block::Block(const GPTConfig& c, std::int64_t layer) : Module("Block") {
+  ln_1 = register_module("ln_1", std::make_shared<nn::LayerNorm>(nn::LayerNormOptions(c.n_embd).bias(c.bias)));
+  attn = register_module("attn", std::make_shared<nn::MultiHeadAttention>(nn::MultiHeadAttentionOptions(c.n_embd, c.n_head)
+                                                                              .bias(c.bias)
+                                                                              .causal(true)
+                                                                              .window(c.layer_window(layer))
+                                                                              .dropout(c.dropout)));
+  ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(nn::LayerNormOptions(c.n_embd).bias(c.bias)));
+  mlp = register_module("mlp", std::make_shared<MLP>(c));
+}
+Tensor Block::forward(const Tensor& x) {
+  Tensor h = x + attn->forward(ln_1->forward(x));  // residual: the gradient passes straight through
+  return h + mlp->forward(ln_2->forward(h));
+}
+
+Transformer::Transformer(const GPTConfig& c) : Module("ModuleDict") {
+  wte = register_module("wte", std::make_shared<nn::Embedding>(c.vocab_size, c.n_embd));
+  wpe = register_module("wpe", std::make_shared<nn::Embedding>(c.block_size, c.n_embd));
+  h = register_module("h", std::make_shared<nn::ModuleList>());
+  for (std::int64_t i = 0; i < c.n_layer; ++i) h->push_back(std::make_shared<Block>(c, i));
+  ln_f = register_module("ln_f", std::make_shared<nn::LayerNorm>(nn::LayerNormOptions(c.n_embd).bias(c.bias)));
+}
+
+GPT::GPT(const GPTConfig& c) : Module("GPT"), config_(c) {
+  c.validate();
+  transformer = register_module("transformer", std::make_shared<Transformer>(c));
+  lm_head = register_module("lm_head", std::make_shared<nn::Linear>(nn::LinearOptions(c.n_embd, c.vocab_size).bias(false)));
+  // Weight tying (https://paperswithcode.com/method/weight-tying): one tensor serves both.
+  lm_head->weight = transformer->wte->weight;
+  lm_head->set_parameter("weight", transformer->wte->weight);
+  // nanoGPT's init: N(0, 0.02) for weights and embeddings, zero biases, and the residual projections
+  // scaled by 1/sqrt(2 n_layer) (GPT-2).
+  const double proj_std = 0.02 / std::sqrt(2.0 * static_cast<double>(c.n_layer));
+  for (auto& [name, p] : named_parameters()) {
+    bool is_bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    bool is_norm = name.find(".ln_") != std::string::npos || name.find("ln_f") != std::string::npos;
+    if (is_norm) continue;  // LayerNorm: weight 1, bias 0
+    if (is_bias) {
+      nn::init::zeros_(p);
+    } else if (name.size() >= 13 && name.compare(name.size() - 13, 13, "c_proj.weight") == 0) {
+      nn::init::normal_(p, 0.0, proj_std);
+    } else {
+      nn::init::normal_(p, 0.0, 0.02);
+    }
+  }
+}
+
+Tensor GPT::forward(const Tensor& idx) {
+  if (idx.dtype() != xg::int64 || idx.dim() != 2)
+    throw xg::Error(fmt::format("GPT: expected int64 token ids [B, T], got {} {}", xg::dtype_name(idx.dtype()),
+                                xg::shape_str(idx.shape())));
+  const std::int64_t t = idx.shape()[1];
+  if (t > config_.block_size)
+    throw xg::Error(fmt::format("GPT: a sequence of {} tokens is longer than block_size {}", t, config_.block_size));
+  Tensor pos = xg::arange(static_cast<double>(t), {xg::int64});
+  Tensor x = transformer->wte->forward(idx) + transformer->wpe->forward(pos);  // [B, T, C] + [T, C]
+  x = F::dropout(x, config_.dropout, is_training());
+  for (std::size_t i = 0; i < transformer->h->size(); ++i) x = (*transformer->h)[i]->forward(x);
+  return lm_head->forward(transformer->ln_f->forward(x));
+}
+
+Tensor GPT::loss(const Tensor& idx, const Tensor& targets) {
+  Tensor logits = forward(idx);
+  return F::cross_entropy(logits, targets, {.ignore_index = -1});
+}
+
+std::int64_t GPT::num_parameters(bool non_embedding) const {
+  std::int64_t n = 0;
+  for (auto& p : parameters()) n += p.numel();
+  if (non_embedding) n -= transformer->wpe->weight.numel();
+  return n;
+}
+
+std::int64_t sample_token(const std::vector<float>& logits, const SampleOptions& o, xg::Generator& gen) {
+  const std::size_t v = logits.size();
+  if (o.temperature <= 0.0) return std::max_element(logits.begin(), logits.end()) - logits.begin();  // greedy
+  std::vector<double> z(v);
+  for (std::size_t i = 0; i < v; ++i) z[i] = logits[i] / o.temperature;
+  std::vector<std::size_t> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return z[a] > z[b]; });
+  std::size_t keep = v;
+  if (o.top_k > 0) keep = std::min<std::size_t>(keep, static_cast<std::size_t>(o.top_k));
+  double m = z[order[0]], total = 0.0;
+  std::vector<double> p(keep);
+  for (std::size_t i = 0; i < keep; ++i) total += p[i] = std::exp(z[order[i]] - m);
+  if (o.top_p < 1.0) {  // the smallest prefix whose probability reaches top_p
+    double acc = 0.0;
+    std::size_t n = 0;
+    while (n < keep && acc < o.top_p * total) acc += p[n++];
+    keep = std::max<std::size_t>(n, 1);
+    total = 0.0;
+    for (std::size_t i = 0; i < keep; ++i) total += p[i];
+  }
+  double r = gen.uniform() * total;
+  for (std::size_t i = 0; i < keep; ++i) {
+    r -= p[i];
+    if (r < 0.0) return static_cast<std::int64_t>(order[i]);
+  }
+  return static_cast<std::int64_t>(order[keep - 1]);
+}
+
+std::vector<std::int64_t> generate(GPT& model, std::vector<std::int64_t> tokens, const SampleOptions& o) {
+  xg::autograd::NoGradGuard ng;
+  model.eval();
+  const auto& c = model.config();
+  for (auto t : tokens)
+    if (t < 0 || t >= c.vocab_size)
+      throw xg::Error(fmt::format("generate: token id {} is outside the vocabulary of {}", t, c.vocab_size));
+  if (tokens.empty()) throw xg::Error("generate: the prompt is empty; give at least one token");
+  xg::Generator gen(o.seed);
+  for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {
+    std::size_t start = tokens.size() > static_cast<std::size_t>(c.block_size) ? tokens.size() - c.block_size : 0;
+    std::vector<std::int64_t> ctx(tokens.begin() + static_cast<std::ptrdiff_t>(start), tokens.end());
+    const auto t = static_cast<std::int64_t>(ctx.size());
+    Tensor logits = model.forward(xg::index_tensor(ctx, {1, t}));
+    std::vector<float> last = logits.select(1, t - 1).reshape({-1}).to_vector<float>();
+    tokens.push_back(sample_token(last, o, gen));
+  }
+  return tokens;
+}
+
+}  // namespace gpt
