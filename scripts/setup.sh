@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what xgrad needs to build and test, on Debian 12 (or a Debian-based system with the same
-# packages). Safe to run again: it installs only what is missing.
+# Installs what xgrad needs to build, test and train, on Debian 12 (or a Debian-based system with the
+# same packages), and writes the default training corpus to data/kjv.txt. Safe to run again: it installs
+# only what is missing.
 #
 #   bash scripts/setup.sh           # build and test dependencies
 #   bash scripts/setup.sh --bench   # also PyTorch (python3-torch), for the side-by-side benchmarks
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
-          libopenblas-dev nlohmann-json3-dev libcli11-dev)
+          libopenblas-dev nlohmann-json3-dev libcli11-dev bible-kjv gnuplot-nox)
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3 python3-torch)
 fi
@@ -29,6 +30,7 @@ for p in "${packages[@]}"; do
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup.sh: all dependencies are installed"
+  bash "$(dirname "$0")/prepare_data.sh"
   exit 0
 fi
 
@@ -41,3 +43,4 @@ echo "setup.sh: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+bash "$(dirname "$0")/prepare_data.sh"

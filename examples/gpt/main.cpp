@@ -210,14 +210,14 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   fs::create_directories(s.out);
   std::string csv = s.out + "/metrics.csv";
   {
-    // Keep the rows before the starting iteration (a resumed run rewrites what comes after).
+    // Keep the rows up to the checkpoint's iteration (a resumed run rewrites what comes after).
     std::vector<std::string> rows;
     if (s.resume && fs::exists(csv)) {
       std::ifstream in(csv);
       std::string line;
       std::getline(in, line);
       while (std::getline(in, line))
-        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) < start) rows.push_back(line);
+        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= start) rows.push_back(line);
     }
     std::ofstream out(csv, std::ios::trunc);
     out << "iter,train_loss,val_loss,lr,tokens_per_sec\n";
@@ -238,6 +238,7 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
       if (tty) fmt::print("\r\033[K");
       fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
       metrics << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.1f}\n", iter, tr, va, opt.lr(), tok_per_s) << std::flush;
+      std::fflush(stdout);
       best_val = std::min(best_val, va);
       if (iter > 0) save_checkpoint(s.out, model, tok, opt, sched, batch_gen, iter, best_val);
       write_plot(s.out);
@@ -270,7 +271,10 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
       std::fflush(stdout);
     }
     if ((iter + 1) % s.log_interval == 0) {
-      if (!tty) fmt::print("iter {:5d}: loss {:.4f}, lr {:.2e}, {:.0f} tok/s, ETA {}\n", iter + 1, loss_sum, lr, tok_per_s, human_time(eta));
+      if (!tty) {
+        fmt::print("iter {:5d}: loss {:.4f}, lr {:.2e}, {:.0f} tok/s, ETA {}\n", iter + 1, loss_sum, lr, tok_per_s, human_time(eta));
+        std::fflush(stdout);
+      }
       metrics << fmt::format("{},{:.6f},,{:.6g},{:.1f}\n", iter + 1, loss_sum, lr, tok_per_s);
     }
   }

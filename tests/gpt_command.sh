@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# End-to-end checks of the gpt command: train, resume to a bit-identical model, sample, and refuse bad
+# input with a one-line error and a non-zero exit, without touching existing checkpoints.
+#   gpt_command.sh /path/to/gpt WORK_DIR
+set -euo pipefail
+gpt="$1"
+work="$2"
+rm -rf "$work"
+mkdir -p "$work"
+cd "$work"
+
+# A small corpus made here, so the test needs no downloaded data.
+awk 'BEGIN { srand(7); split("the quick brown fox jumps over a lazy dog and runs far away", w, " ");
+             for (i = 0; i < 3000; i++) { printf "%s%s", w[int(rand() * 13) + 1], (i % 11 == 10) ? ".\n" : " " } }' > corpus.txt
+
+common=(--data corpus.txt --n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --dropout 0.1
+        --eval-interval 10 --eval-iters 2 --log-interval 5 --warmup-iters 5 --lr-decay-iters 20)
+"$gpt" train "${common[@]}" --out full --max-iters 20 > full.log
+"$gpt" train "${common[@]}" --out part --max-iters 10 > part.log
+"$gpt" train "${common[@]}" --out part --max-iters 20 --resume > resume.log
+grep -q "resuming from part at iteration 10" resume.log
+cmp full/model.safetensors part/model.safetensors || { echo "FAIL: resumed training differs from uninterrupted training"; exit 1; }
+test "$(grep -c '' full/metrics.csv)" = "$(grep -c '' part/metrics.csv)" || { echo "FAIL: metrics.csv rows differ after resume"; exit 1; }
+
+out=$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)
+test "${#out}" -ge 40 || { echo "FAIL: sample printed too little: $out"; exit 1; }
+test "$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)" = "$out" || { echo "FAIL: same seed, different text"; exit 1; }
+
+expect_error() {  # expect_error FRAGMENT COMMAND...: a non-zero exit and a one-line error containing FRAGMENT
+  local frag="$1"; shift
+  if "$@" > err.out 2> err.txt; then echo "FAIL: succeeded: $*"; exit 1; fi
+  grep -q -- "$frag" err.txt || { echo "FAIL: '$*' printed:"; cat err.txt; exit 1; }
+  test "$(grep -c '' err.txt)" -le 2 || { echo "FAIL: more than a line of error output:"; cat err.txt; exit 1; }
+}
+sum_before=$(md5sum full/model.safetensors)
+: > empty.txt
+expect_error "is empty" "$gpt" train --data empty.txt --out full --max-iters 1
+expect_error "does not exist" "$gpt" train --data missing.txt --out full
+head -c 20 corpus.txt > small.txt
+expect_error "too small" "$gpt" train --data small.txt --out full --max-iters 1
+expect_error "not in the vocabulary" "$gpt" sample --out full --prompt "XYZ"
+expect_error "no checkpoint" "$gpt" sample --out nowhere
+mkdir -p corrupt && head -c 1000 full/model.safetensors > corrupt/model.safetensors
+expect_error "truncated" "$gpt" sample --out corrupt
+expect_error "multiple of n_head" "$gpt" train --data corpus.txt --out other --n-head 3 --max-iters 1
+test "$(md5sum full/model.safetensors)" = "$sum_before" || { echo "FAIL: a failed command changed the checkpoint"; exit 1; }
+echo "gpt command: all checks passed"

@@ -1,0 +1,139 @@
+// The reference GPT: nanoGPT's parameter names and shapes, weight tying, gradients, sampling, tokenizer.
+#include <set>
+
+#include "gpt.hpp"
+#include "helpers.hpp"
+#include "tokenizer.hpp"
+
+using xg::Tensor;
+
+namespace {
+gpt::GPTConfig tiny() {
+  gpt::GPTConfig c;
+  c.vocab_size = 7;
+  c.block_size = 5;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.n_embd = 8;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("GPT parameters have nanoGPT's names, shapes and order", "[gpt]") {
+  gpt::GPTConfig c = tiny();
+  gpt::GPT model(c);
+  std::vector<std::pair<std::string, xg::Shape>> want = {{"transformer.wte.weight", {7, 8}}, {"transformer.wpe.weight", {5, 8}}};
+  for (int i = 0; i < 2; ++i) {
+    std::string p = "transformer.h." + std::to_string(i) + ".";
+    for (auto& e : std::vector<std::pair<std::string, xg::Shape>>{
+             {"ln_1.weight", {8}}, {"ln_1.bias", {8}}, {"attn.c_attn.weight", {24, 8}}, {"attn.c_attn.bias", {24}},
+             {"attn.c_proj.weight", {8, 8}}, {"attn.c_proj.bias", {8}}, {"ln_2.weight", {8}}, {"ln_2.bias", {8}},
+             {"mlp.c_fc.weight", {32, 8}}, {"mlp.c_fc.bias", {32}}, {"mlp.c_proj.weight", {8, 32}}, {"mlp.c_proj.bias", {8}}})
+      want.emplace_back(p + e.first, e.second);
+  }
+  want.emplace_back("transformer.ln_f.weight", xg::Shape{8});
+  want.emplace_back("transformer.ln_f.bias", xg::Shape{8});
+  want.emplace_back("lm_head.weight", xg::Shape{7, 8});
+  auto sd = model.state_dict();
+  REQUIRE(sd.size() == want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    CHECK(sd[i].first == want[i].first);
+    CHECK(sd[i].second.shape() == want[i].second);
+  }
+  CHECK(model.lm_head->weight.is_same(model.transformer->wte->weight));  // tied
+  CHECK(model.parameters().size() == want.size() - 1);                  // and counted once
+  gpt::GPTConfig nb = c;
+  nb.bias = false;
+  for (auto& [n, _] : gpt::GPT(nb).state_dict()) CHECK(n.find("bias") == std::string::npos);
+}
+
+TEST_CASE("GPT logits, loss and bad input", "[gpt]") {
+  xg::manual_seed(1);
+  gpt::GPT model(tiny());
+  Tensor idx = xg::index_tensor({0, 1, 2, 3, 4, 5, 6, 0}, {2, 4});
+  Tensor logits = model.forward(idx);
+  CHECK(logits.shape() == xg::Shape{2, 4, 7});
+  // At initialisation the loss is close to log(vocab): the logits are nearly uniform.
+  CHECK(model.loss(idx, idx).item() == Approx(std::log(7.0)).margin(0.1));
+  test::require_error([&] { model.forward(xg::zeros({1, 6}, {xg::int64})); }, {"longer than block_size 5"});
+  test::require_error([&] { model.forward(xg::index_tensor({9}, {1, 1})); }, {"token id 9"});
+  test::require_error([] { gpt::GPTConfig c = tiny(); c.n_head = 3; gpt::GPT m(c); }, {"multiple of n_head"});
+}
+
+TEST_CASE("a whole GPT passes gradcheck in float64", "[gpt]") {
+  xg::manual_seed(2);
+  gpt::GPTConfig c = tiny();
+  c.n_layer = 1;
+  c.attention = "window";
+  c.window = 2;
+  gpt::GPT model(c);
+  model.to(xg::float64);
+  Tensor idx = xg::index_tensor({3, 1, 4, 1, 5, 2, 6, 0}, {2, 4});
+  Tensor y = xg::index_tensor({1, 4, 1, 5, 2, 6, 0, 3}, {2, 4});
+  auto params = model.parameters();
+  CHECK(xg::autograd::gradcheck([&](const std::vector<Tensor>&) { return model.loss(idx, y); }, params));
+}
+
+TEST_CASE("a small GPT learns a repeating sequence", "[gpt]") {
+  xg::manual_seed(3);
+  gpt::GPTConfig c = tiny();
+  gpt::GPT model(c);
+  xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), 0.0), {.lr = 1e-2});
+  Tensor x = xg::index_tensor({0, 1, 2, 3, 4, 1, 2, 3, 4, 5}, {2, 5});
+  Tensor y = xg::index_tensor({1, 2, 3, 4, 5, 2, 3, 4, 5, 6}, {2, 5});
+  double first = 0, last = 0;
+  for (int i = 0; i < 150; ++i) {
+    Tensor loss = model.loss(x, y);
+    (i == 0 ? first : last) = loss.item();
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  }
+  CHECK(first > 1.5);
+  CHECK(last < 0.05);
+  gpt::SampleOptions o;
+  o.max_new_tokens = 4;
+  o.temperature = 0;  // greedy
+  CHECK(gpt::generate(model, {0}, o) == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("sampling honours temperature, top-k and top-p", "[gpt]") {
+  std::vector<float> logits = {0.0f, 3.0f, 2.9f, -1.0f};
+  xg::Generator gen(5);
+  gpt::SampleOptions greedy;
+  greedy.temperature = 0;
+  CHECK(gpt::sample_token(logits, greedy, gen) == 1);
+  gpt::SampleOptions k2;
+  k2.top_k = 2;
+  for (int i = 0; i < 200; ++i) {
+    auto t = gpt::sample_token(logits, k2, gen);
+    CHECK((t == 1 || t == 2));
+  }
+  gpt::SampleOptions p;
+  p.top_p = 0.3;  // the most likely token alone holds over 30% of the mass
+  for (int i = 0; i < 50; ++i) CHECK(gpt::sample_token(logits, p, gen) == 1);
+  gpt::SampleOptions all;
+  std::vector<int> counts(4);
+  for (int i = 0; i < 4000; ++i) ++counts[gpt::sample_token(logits, all, gen)];
+  double z = 1 + std::exp(3.0) + std::exp(2.9) + std::exp(-1.0);
+  CHECK(counts[1] / 4000.0 == Approx(std::exp(3.0) / z).margin(0.03));
+  // The context slides when it exceeds block_size.
+  xg::manual_seed(4);
+  gpt::GPT model(tiny());
+  gpt::SampleOptions o;
+  o.max_new_tokens = 12;
+  CHECK(gpt::generate(model, {1, 2}, o).size() == 14);
+  test::require_error([&] { gpt::generate(model, {8}, o); }, {"token id 8", "vocabulary of 7"});
+}
+
+TEST_CASE("the char tokenizer round-trips UTF-8 and names unknown characters", "[gpt]") {
+  std::string text = "Hello, wörld! ünïcødé → ∑ 😀\nline two";
+  auto tok = gpt::CharTokenizer::from_text(text);
+  CHECK(tok.decode(tok.encode(text)) == text);
+  auto cps = gpt::utf8_decode(text);
+  CHECK(tok.vocab_size() == static_cast<std::int64_t>(std::set<char32_t>(cps.begin(), cps.end()).size()));
+  auto back = gpt::CharTokenizer::from_json(tok.to_json());
+  CHECK(back.encode("wörld") == tok.encode("wörld"));
+  test::require_error([&] { tok.encode("xyz"); }, {"\"x\"", "not in the vocabulary"});
+  test::require_error([] { gpt::utf8_decode(std::string("a\xff")); }, {"invalid UTF-8", "byte 1"});
+}
