@@ -137,3 +137,34 @@ TEST_CASE("the char tokenizer round-trips UTF-8 and names unknown characters", "
   test::require_error([&] { tok.encode("xyz"); }, {"\"x\"", "not in the vocabulary"});
   test::require_error([] { gpt::utf8_decode(std::string("a\xff")); }, {"invalid UTF-8", "byte 1"});
 }
+
+TEST_CASE("the key/value cache gives the uncached path's logits and tokens", "[gpt]") {
+  xg::manual_seed(6);
+  gpt::GPTConfig c = tiny();
+  c.block_size = 8;
+  c.attention = "alternating";
+  c.window = 3;
+  gpt::GPT model(c);
+  model.eval();
+  xg::autograd::NoGradGuard ng;
+  std::vector<std::int64_t> seq = {1, 5, 2, 6, 3, 0, 4};
+  Tensor full = model.forward(xg::index_tensor(seq, {1, 7}));
+  std::vector<xg::nn::KVCache> cache(2);
+  Tensor first = model.forward(xg::index_tensor({1, 5, 2}, {1, 3}), cache);  // prefill, then one at a time
+  CHECK(xg::allclose(first, full.slice(1, 0, 3), 1e-5, 1e-6));
+  for (std::int64_t t = 3; t < 7; ++t) {
+    Tensor step = model.forward(xg::index_tensor({seq[t]}, {1, 1}), cache);
+    CHECK(xg::allclose(step, full.slice(1, t, t + 1), 1e-5, 1e-6));
+  }
+  CHECK(cache[0].size() == 7);
+  test::require_error([&] { model.forward(xg::index_tensor({1, 2}, {1, 2}), cache); }, {"longer than block_size 8"});
+  for (double temp : {0.0, 1.0}) {
+    gpt::SampleOptions o;
+    o.max_new_tokens = 20;  // past block_size: the window slides
+    o.temperature = temp;
+    o.seed = 9;
+    auto cached = gpt::generate(model, {3, 1}, o);
+    o.use_cache = false;
+    CHECK(gpt::generate(model, {3, 1}, o) == cached);
+  }
+}

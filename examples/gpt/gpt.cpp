@@ -75,8 +75,8 @@ Block::Block(const GPTConfig& c, std::int64_t layer) : Module("Block") {
   ln_2 = register_module("ln_2", std::make_shared<nn::LayerNorm>(nn::LayerNormOptions(c.n_embd).bias(c.bias)));
   mlp = register_module("mlp", std::make_shared<MLP>(c));
 }
-Tensor Block::forward(const Tensor& x) {
-  Tensor h = x + attn->forward(ln_1->forward(x));  // residual: the gradient passes straight through
+Tensor Block::forward(const Tensor& x, nn::KVCache* cache) {
+  Tensor h = x + attn->forward(ln_1->forward(x), Tensor(), cache);  // residual: the gradient passes straight through
   return h + mlp->forward(ln_2->forward(h));
 }
 
@@ -113,16 +113,25 @@ GPT::GPT(const GPTConfig& c) : Module("GPT"), config_(c) {
 }
 
 Tensor GPT::forward(const Tensor& idx) {
+  std::vector<nn::KVCache> none;
+  return forward(idx, none);
+}
+
+Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache) {
   if (idx.dtype() != xg::int64 || idx.dim() != 2)
     throw xg::Error(fmt::format("GPT: expected int64 token ids [B, T], got {} {}", xg::dtype_name(idx.dtype()),
                                 xg::shape_str(idx.shape())));
-  const std::int64_t t = idx.shape()[1];
-  if (t > config_.block_size)
-    throw xg::Error(fmt::format("GPT: a sequence of {} tokens is longer than block_size {}", t, config_.block_size));
-  Tensor pos = xg::arange(static_cast<double>(t), {xg::int64});
+  const bool cached = !cache.empty();
+  if (cached && cache.size() != transformer->h->size())
+    throw xg::Error(fmt::format("GPT: the cache has {} layers, the model {}", cache.size(), transformer->h->size()));
+  const std::int64_t past = cached ? cache[0].size() : 0, t = idx.shape()[1];
+  if (past + t > config_.block_size)
+    throw xg::Error(fmt::format("GPT: a sequence of {} tokens is longer than block_size {}", past + t, config_.block_size));
+  Tensor pos = xg::arange(static_cast<double>(past), static_cast<double>(past + t), 1.0, {xg::int64});
   Tensor x = transformer->wte->forward(idx) + transformer->wpe->forward(pos);  // [B, T, C] + [T, C]
   x = F::dropout(x, config_.dropout, is_training());
-  for (std::size_t i = 0; i < transformer->h->size(); ++i) x = (*transformer->h)[i]->forward(x);
+  for (std::size_t i = 0; i < transformer->h->size(); ++i)
+    x = transformer->h->at<Block>(i)->forward(x, cached ? &cache[i] : nullptr);
   return lm_head->forward(transformer->ln_f->forward(x));
 }
 
@@ -176,12 +185,24 @@ std::vector<std::int64_t> generate(GPT& model, std::vector<std::int64_t> tokens,
       throw xg::Error(fmt::format("generate: token id {} is outside the vocabulary of {}", t, c.vocab_size));
   if (tokens.empty()) throw xg::Error("generate: the prompt is empty; give at least one token");
   xg::Generator gen(o.seed);
+  std::vector<nn::KVCache> cache(static_cast<std::size_t>(c.n_layer));
   for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {
     std::size_t start = tokens.size() > static_cast<std::size_t>(c.block_size) ? tokens.size() - c.block_size : 0;
-    std::vector<std::int64_t> ctx(tokens.begin() + static_cast<std::ptrdiff_t>(start), tokens.end());
-    const auto t = static_cast<std::int64_t>(ctx.size());
-    Tensor logits = model.forward(xg::index_tensor(ctx, {1, t}));
-    std::vector<float> last = logits.select(1, t - 1).reshape({-1}).to_vector<float>();
+    Tensor logits;
+    if (o.use_cache && start == 0 && cache[0].size() > 0) {
+      // Only the newest token goes through the model; the cache holds every earlier position.
+      logits = model.forward(xg::index_tensor({tokens.back()}, {1, 1}), cache);
+    } else {
+      std::vector<std::int64_t> ctx(tokens.begin() + static_cast<std::ptrdiff_t>(start), tokens.end());
+      const auto t = static_cast<std::int64_t>(ctx.size());
+      Tensor idx = xg::index_tensor(ctx, {1, t});
+      if (o.use_cache && start == 0) {
+        logits = model.forward(idx, cache);  // prefill
+      } else {
+        logits = model.forward(idx);  // the window slid: every position moved, so the cache no longer applies
+      }
+    }
+    std::vector<float> last = logits.select(1, logits.shape()[1] - 1).reshape({-1}).to_vector<float>();
     tokens.push_back(sample_token(last, o, gen));
   }
   return tokens;

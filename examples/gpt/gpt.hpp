@@ -44,7 +44,8 @@ struct MLP : xg::nn::Module {
 /// Pre-LayerNorm block: x + attn(ln_1(x)), then + mlp(ln_2(x)).
 struct Block : xg::nn::Module {
   Block(const GPTConfig& c, std::int64_t layer);
-  xg::Tensor forward(const xg::Tensor& x) override;
+  xg::Tensor forward(const xg::Tensor& x) override { return forward(x, nullptr); }
+  xg::Tensor forward(const xg::Tensor& x, xg::nn::KVCache* cache);
   std::shared_ptr<xg::nn::LayerNorm> ln_1, ln_2;
   std::shared_ptr<xg::nn::MultiHeadAttention> attn;
   std::shared_ptr<MLP> mlp;
@@ -63,6 +64,9 @@ class GPT : public xg::nn::Module {
   explicit GPT(const GPTConfig& config);
   /// Logits [B, T, V] for int64 token ids [B, T] (T <= block_size).
   xg::Tensor forward(const xg::Tensor& idx) override;
+  /// Incremental decoding: logits for the new tokens idx [B, T_new], which sit at positions
+  /// cache.size() ... onwards; their keys and values are appended to the per-layer caches.
+  xg::Tensor forward(const xg::Tensor& idx, std::vector<xg::nn::KVCache>& cache);
   /// Mean cross-entropy of forward(idx) against targets [B, T].
   xg::Tensor loss(const xg::Tensor& idx, const xg::Tensor& targets);
   const GPTConfig& config() const { return config_; }
@@ -83,9 +87,12 @@ struct SampleOptions {
   std::int64_t top_k = 0;   // 0: off
   double top_p = 1.0;       // nucleus sampling; 1: off
   std::uint64_t seed = 1337;
+  bool use_cache = true;    // incremental decoding with a key/value cache (same tokens, faster)
 };
 
-/// Appends max_new_tokens sampled tokens to `prompt`; the context slides when it exceeds block_size.
+/// Appends max_new_tokens sampled tokens to `prompt`; the context slides when it exceeds block_size. With
+/// use_cache, each step feeds only the new token through the model; once the context is full, positions
+/// shift, so each step recomputes the window, exactly as the uncached path does.
 std::vector<std::int64_t> generate(GPT& model, std::vector<std::int64_t> prompt, const SampleOptions& options);
 
 /// Picks one token id from logits [V] with temperature, top-k and top-p, using gen.

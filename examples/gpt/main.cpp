@@ -344,6 +344,7 @@ int main(int argc, char** argv) {
   sa->add_option("--top-k", so.top_k, "Sample from the k most likely tokens (0: all)")->capture_default_str();
   sa->add_option("--top-p", so.top_p, "Nucleus sampling threshold (1: off)")->capture_default_str();
   sa->add_option("--seed", so.seed, "Random seed")->capture_default_str();
+  sa->add_option("--cache", so.use_cache, "Incremental decoding with a key/value cache")->capture_default_str();
   sa->add_option("--threads", threads, "BLAS threads (0: the default)")->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);

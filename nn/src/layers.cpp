@@ -81,7 +81,7 @@ MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& o, Gener
   c_proj = register_module("c_proj", std::make_shared<Linear>(LinearOptions(o.embed_dim_, o.embed_dim_).bias(o.bias_).dtype(o.dtype_), gen));
 }
 
-Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask) {
+Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask, KVCache* cache) {
   const std::int64_t c = options_.embed_dim_, h = options_.num_heads_;
   if (x.dim() != 3 || x.shape()[2] != c)
     throw Error(fmt::format("MultiHeadAttention: expected input [B, T, {}], got {}", c, shape_str(x.shape())));
@@ -94,7 +94,16 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask) 
   ao.mask = padding_mask;
   ao.dropout_p = is_training() ? options_.dropout_ : 0.0;
   ao.generator = gen_;
-  Tensor y = functional::scaled_dot_product_attention(heads(qkv[0]), heads(qkv[1]), heads(qkv[2]), ao);
+  Tensor k = heads(qkv[1]), v = heads(qkv[2]);
+  if (cache) {
+    if (cache->k.defined()) {
+      k = cat({cache->k, k}, 2);
+      v = cat({cache->v, v}, 2);
+    }
+    cache->k = k;
+    cache->v = v;
+  }
+  Tensor y = functional::scaled_dot_product_attention(heads(qkv[0]), k, v, ao);
   y = reshape(transpose(y, 1, 2), {b, t, c});  // merge heads
   return functional::dropout(c_proj->forward(y), options_.dropout_, is_training(), gen_);
 }

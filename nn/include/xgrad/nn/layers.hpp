@@ -131,14 +131,24 @@ struct MultiHeadAttentionOptions {
   XG_OPTION(DType, dtype) = DType::float32;
 };
 
+/// Keys and values of the positions seen so far, [B, H, S, D] each, for incremental decoding.
+struct KVCache {
+  Tensor k, v;
+  /// Positions held.
+  std::int64_t size() const { return k.defined() ? k.shape()[2] : 0; }
+  void clear() { k = v = Tensor(); }
+};
+
 /// Multi-head self-attention with a fused query/key/value projection `c_attn` [3C, C] and an output
 /// projection `c_proj` [C, C] (nanoGPT's names and layouts). Heads are split from the projection,
 /// attended with scaled_dot_product_attention, and merged back.
 class MultiHeadAttention : public Module {
  public:
   explicit MultiHeadAttention(const MultiHeadAttentionOptions& options, Generator* gen = nullptr);
-  /// x [B, T, C] -> [B, T, C]. `padding_mask` (optional) broadcasts to [B, H, T, T]; nonzero = may attend.
-  Tensor forward(const Tensor& x, const Tensor& padding_mask);
+  /// x [B, T, C] -> [B, T, C]. `padding_mask` (optional) broadcasts to [B, H, T, S]; nonzero = may attend.
+  /// With a cache, x holds only the new positions: their keys and values are appended to the cache and
+  /// the queries attend to everything cached (causal and window masks aligned at the newest position).
+  Tensor forward(const Tensor& x, const Tensor& padding_mask, KVCache* cache = nullptr);
   Tensor forward(const Tensor& x) override { return forward(x, Tensor()); }
   std::string extra_repr() const override;
   std::shared_ptr<Linear> c_attn, c_proj;

@@ -1,0 +1,72 @@
+// xgrad side of the GPT benchmarks (see torch_gpt.py for the same model in PyTorch).
+//   bench_gpt CONFIG THREADS [train|sample|sample-nocache]  -> prints one JSON line
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gpt.hpp"
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+double peak_mb() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    fmt::print(stderr, "usage: bench_gpt baby|gpt2 THREADS [train|sample|sample-nocache]\n");
+    return 2;
+  }
+  std::string name = argv[1], mode = argc > 3 ? argv[3] : "train";
+  xg::set_num_threads(std::atoi(argv[2]));
+  gpt::GPTConfig c;
+  std::int64_t batch = 12;
+  const std::int64_t seq = 64;
+  if (name == "gpt2") {
+    c.vocab_size = 50304;
+    c.block_size = 1024;
+    c.n_layer = 12;
+    c.n_head = 12;
+    c.n_embd = 768;
+    batch = 4;
+  }
+  xg::manual_seed(0);
+  gpt::GPT model(c);
+  if (mode == "train") {
+    xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3, .betas = {0.9, 0.99}});
+    xg::Tensor x = xg::randint(0, c.vocab_size, {batch, seq}), y = xg::randint(0, c.vocab_size, {batch, seq});
+    auto step = [&] {
+      xg::Tensor loss = model.loss(x, y);
+      opt.zero_grad();
+      loss.backward();
+      xg::optim::clip_grad_norm_(model.parameters(), 1.0);
+      opt.step();
+    };
+    step();
+    std::vector<double> times;
+    double begin = now();
+    while (times.size() < 5 || now() - begin < 8.0) {
+      double t0 = now();
+      step();
+      times.push_back(now() - t0);
+    }
+    std::sort(times.begin(), times.end());
+    double sec = times[times.size() / 2];
+    fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}}}\n", batch * seq / sec, sec * 1e3, peak_mb());
+  } else {
+    gpt::SampleOptions o;
+    o.max_new_tokens = 64;
+    o.use_cache = mode != "sample-nocache";
+    double t0 = now();
+    gpt::generate(model, {0}, o);
+    fmt::print("{{\"tokens_per_sec\": {:.1f}}}\n", o.max_new_tokens / (now() - t0));
+  }
+  return 0;
+}
