@@ -2,7 +2,7 @@
 
     /usr/bin/python3 bench/compare.py [--build build] [--threads 1] [--rounds 3]
 
-Needs Debian's python3-torch (bash scripts/setup.sh --bench). Each figure is the median over rounds of
+Needs Debian's python3-torch (bash scripts/setup.sh --torch). Each figure is the median over rounds of
 each process's median time per iteration; a ratio > 1 means xgrad is faster.
 """
 import argparse

@@ -4,7 +4,7 @@
 # only what is missing.
 #
 #   bash scripts/setup.sh           # build and test dependencies
-#   bash scripts/setup.sh --bench   # also PyTorch (python3-torch), for the side-by-side benchmarks
+#   bash scripts/setup.sh --torch   # also PyTorch (python3-torch): the parity test and the benchmarks
 #
 # Other systems: install a C++20 compiler, CMake >= 3.20, and xtensor 0.24, xtensor-blas, xsimd,
 # OpenBLAS (with cblas.h), fmt, Catch2 v2, nlohmann-json and CLI11 from your package manager
@@ -13,7 +13,7 @@ set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
           libopenblas-dev nlohmann-json3-dev libcli11-dev bible-kjv gnuplot-nox)
-if [[ "${1:-}" == "--bench" ]]; then
+if [[ "${1:-}" == "--torch" ]]; then
   packages+=(python3 python3-torch)
 fi
 

@@ -2,6 +2,7 @@
 //
 //   gpt train --data FILE --out DIR [--resume] [model and training flags]   (gpt train --help)
 //   gpt sample --out DIR --prompt "ROMEO:" --num-tokens 300 --temperature 0.8 --top-k 40
+//   gpt eval --out DIR --data FILE [--dump grads.safetensors]
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -283,6 +284,52 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   return 0;
 }
 
+struct EvalSettings {
+  std::string dir = "out", data, dump;
+  std::int64_t batches = 50, batch_size = 12;
+  std::uint64_t seed = 1337;
+  int threads = 0;
+};
+
+/// Loss of a checkpoint on a text file; optionally the logits, loss and every parameter's gradient of one
+/// batch written to a safetensors file (for parity checks against another implementation).
+int evaluate(const EvalSettings& s) {
+  if (s.threads > 0) xg::set_num_threads(s.threads);
+  xg::SafetensorsFile file;
+  Checkpoint ck = read_model_meta(s.dir, file);
+  gpt::GPT model(ck.config);
+  model.load_state_dict(file.tensors);
+  std::vector<std::int64_t> ids = ck.tokenizer.encode(read_text(s.data));
+  const std::int64_t t = ck.config.block_size;
+  if (static_cast<std::int64_t>(ids.size()) <= t + 1)
+    throw xg::Error(fmt::format("{} has {} tokens; evaluating with block_size {} needs more than {}", s.data, ids.size(), t, t + 1));
+  xg::Generator gen(s.seed);
+  double total = 0;
+  {
+    xg::autograd::NoGradGuard ng;
+    model.eval();
+    for (std::int64_t i = 0; i < s.batches; ++i) {
+      auto [x, y] = get_batch(ids, s.batch_size, t, gen);
+      total += model.loss(x, y).item();
+    }
+  }
+  fmt::print("loss {:.4f} on {} batches of {} x {} tokens from {}\n", total / static_cast<double>(s.batches), s.batches,
+             s.batch_size, t, s.data);
+  if (!s.dump.empty()) {
+    xg::Generator dump_gen(s.seed);
+    auto [x, y] = get_batch(ids, s.batch_size, t, dump_gen);
+    model.eval();
+    Tensor logits = model.forward(x);
+    Tensor loss = xg::nn::functional::cross_entropy(logits, y, {.ignore_index = -1});
+    loss.backward();
+    xg::StateDict out = {{"x", x}, {"y", y}, {"logits", logits.detach()}, {"loss", loss.detach()}};
+    for (auto& [name, p] : model.state_dict()) out.emplace_back("grad." + name, p.grad());
+    xg::save_safetensors(s.dump, out);
+    fmt::print("wrote the logits, loss and gradients of one batch to {}\n", s.dump);
+  }
+  return 0;
+}
+
 int sample(const std::string& dir, const std::string& prompt, gpt::SampleOptions o, int threads) {
   if (threads > 0) xg::set_num_threads(threads);
   xg::SafetensorsFile file;
@@ -347,6 +394,16 @@ int main(int argc, char** argv) {
   sa->add_option("--cache", so.use_cache, "Incremental decoding with a key/value cache")->capture_default_str();
   sa->add_option("--threads", threads, "BLAS threads (0: the default)")->capture_default_str();
 
+  EvalSettings es;
+  auto* ev = app.add_subcommand("eval", "Loss of a checkpoint on a text file");
+  ev->add_option("--out", es.dir, "Checkpoint directory")->capture_default_str();
+  ev->add_option("--data", es.data, "Text to evaluate on")->required()->check(CLI::ExistingFile);
+  ev->add_option("--batches", es.batches, "Random batches to average")->capture_default_str();
+  ev->add_option("--batch-size", es.batch_size, "Sequences per batch")->capture_default_str();
+  ev->add_option("--seed", es.seed, "Random seed for the batches")->capture_default_str();
+  ev->add_option("--dump", es.dump, "Write the logits, loss and gradients of one batch to this safetensors file");
+  ev->add_option("--threads", es.threads, "BLAS threads (0: the default)")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (tr->parsed()) {
@@ -354,6 +411,10 @@ int main(int argc, char** argv) {
           s.max_iters < 0)
         throw xg::Error("intervals, batch sizes and iteration counts must be positive");
       return train(s, cfg);
+    }
+    if (ev->parsed()) {
+      if (es.batches <= 0 || es.batch_size <= 0) throw xg::Error("--batches and --batch-size must be positive");
+      return evaluate(es);
     }
     return sample(dir, prompt, so, threads);
   } catch (const std::exception& e) {
