@@ -26,6 +26,18 @@ out=$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)
 test "${#out}" -ge 40 || { echo "FAIL: sample printed too little: $out"; exit 1; }
 test "$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)" = "$out" || { echo "FAIL: same seed, different text"; exit 1; }
 
+# LoRA fine-tuning on another text: the adapter alone, a merged export, and both sample the same text.
+awk 'BEGIN { srand(9); split("a lazy dog runs over the brown fox and far away", w, " ");
+             for (i = 0; i < 2000; i++) { printf "%s%s", w[int(rand() * 10) + 1], (i % 7 == 6) ? ".\n" : " " } }' > other.txt
+"$gpt" finetune --base full --data other.txt --out ft --rank 4 --alpha 8 --max-iters 10 --eval-interval 5 --eval-iters 2 \
+  --batch-size 4 --warmup-iters 2 --lr-decay-iters 10 > ft.log
+grep -q "trainable parameters" ft.log
+test -s ft/adapter.safetensors && test -s ft/merged/model.safetensors
+test "$(stat -c %s ft/adapter.safetensors)" -lt "$(stat -c %s full/model.safetensors)" || { echo "FAIL: the adapter is not smaller than the model"; exit 1; }
+a=$("$gpt" sample --adapter ft --prompt "the " --num-tokens 30 --seed 2)
+m=$("$gpt" sample --out ft/merged --prompt "the " --num-tokens 30 --seed 2)
+test "$a" = "$m" || { echo "FAIL: adapter and merged model sample differently:"; echo "$a"; echo "$m"; exit 1; }
+
 expect_error() {  # expect_error FRAGMENT COMMAND...: a non-zero exit and a one-line error containing FRAGMENT
   local frag="$1"; shift
   if "$@" > err.out 2> err.txt; then echo "FAIL: succeeded: $*"; exit 1; fi
@@ -43,5 +55,8 @@ expect_error "no checkpoint" "$gpt" sample --out nowhere
 mkdir -p corrupt && head -c 1000 full/model.safetensors > corrupt/model.safetensors
 expect_error "truncated" "$gpt" sample --out corrupt
 expect_error "multiple of n_head" "$gpt" train --data corpus.txt --out other --n-head 3 --max-iters 1
+echo "XYZ unknown characters" > unknown.txt
+expect_error "not in the vocabulary" "$gpt" finetune --base full --data unknown.txt --out ft2
+expect_error "no adapter" "$gpt" sample --adapter nowhere
 test "$(md5sum full/model.safetensors)" = "$sum_before" || { echo "FAIL: a failed command changed the checkpoint"; exit 1; }
 echo "gpt command: all checks passed"

@@ -3,11 +3,14 @@
 //   gpt train --data FILE --out DIR [--resume] [model and training flags]   (gpt train --help)
 //   gpt sample --out DIR --prompt "ROMEO:" --num-tokens 300 --temperature 0.8 --top-k 40
 //   gpt eval --out DIR --data FILE [--dump grads.safetensors]
+//   gpt finetune --base DIR --data FILE --out ADAPTER_DIR [--rank 8 --alpha 16]
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -160,6 +163,88 @@ void write_plot(const std::string& dir) {
     fmt::print(stderr, "note: gnuplot could not draw {}/loss.png\n", dir);
 }
 
+/// The training loop shared by train and finetune: evaluation, metrics, progress, checkpoints.
+/// `checkpoint(iter, best_val)` saves whatever the command keeps.
+int run_loop(const TrainSettings& s, gpt::GPT& model, const Dataset& data, xg::optim::Optimizer& opt,
+             xg::optim::LRScheduler& sched, xg::Generator& batch_gen, std::int64_t start, double best_val,
+             const std::function<void(std::int64_t, double)>& checkpoint) {
+  const gpt::GPTConfig& cfg = model.config();
+  fs::create_directories(s.out);
+  std::string csv = s.out + "/metrics.csv";
+  {
+    // Keep the rows up to the checkpoint's iteration (a resumed run rewrites what comes after).
+    std::vector<std::string> rows;
+    if (s.resume && fs::exists(csv)) {
+      std::ifstream in(csv);
+      std::string line;
+      std::getline(in, line);
+      while (std::getline(in, line))
+        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= start) rows.push_back(line);
+    }
+    std::ofstream out(csv, std::ios::trunc);
+    out << "iter,train_loss,val_loss,lr,tokens_per_sec\n";
+    for (auto& r : rows) out << r << "\n";
+  }
+  std::ofstream metrics(csv, std::ios::app);
+
+  const bool tty = ::isatty(STDOUT_FILENO);
+  const std::int64_t tokens_per_iter = s.batch_size * cfg.block_size * s.grad_accum;
+  auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
+  double tok_per_s = 0;
+  model.train();
+  for (std::int64_t iter = start;; ++iter) {
+    if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
+      double tr = estimate_loss(model, data.train, s.eval_iters, s.batch_size, cfg.block_size);
+      double va = estimate_loss(model, data.val, s.eval_iters, s.batch_size, cfg.block_size);
+      if (tty) fmt::print("\r\033[K");
+      fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
+      metrics << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.1f}\n", iter, tr, va, opt.lr(), tok_per_s) << std::flush;
+      std::fflush(stdout);
+      best_val = std::min(best_val, va);
+      if (iter > 0) checkpoint(iter, best_val);
+      write_plot(s.out);
+    }
+    if (iter >= s.max_iters) break;
+
+    double loss_sum = 0;
+    for (std::int64_t micro = 0; micro < s.grad_accum; ++micro) {
+      auto [x, y] = get_batch(data.train, s.batch_size, cfg.block_size, batch_gen);
+      Tensor loss = model.loss(x, y);
+      if (s.grad_accum > 1) loss = loss / static_cast<double>(s.grad_accum);
+      loss.backward();
+      loss_sum += loss.item();
+    }
+    if (s.grad_clip > 0) xg::optim::clip_grad_norm_(model.parameters(), s.grad_clip);  // frozen ones have no grad
+    opt.step();
+    opt.zero_grad();
+    double lr = opt.lr();
+    sched.step();
+
+    auto now = std::chrono::steady_clock::now();
+    double dt = std::chrono::duration<double>(now - last).count();
+    last = now;
+    tok_per_s = tok_per_s == 0 ? tokens_per_iter / dt : 0.9 * tok_per_s + 0.1 * tokens_per_iter / dt;
+    double eta = static_cast<double>(s.max_iters - iter - 1) * tokens_per_iter / tok_per_s;
+    if (tty) {
+      int width = 30, done = static_cast<int>(width * (iter + 1) / s.max_iters);
+      fmt::print("\r[{}{}] {}/{} loss {:.4f} lr {:.2e} {:.0f} tok/s ETA {}\033[K", std::string(done, '='),
+                 std::string(width - done, ' '), iter + 1, s.max_iters, loss_sum, lr, tok_per_s, human_time(eta));
+      std::fflush(stdout);
+    }
+    if ((iter + 1) % s.log_interval == 0) {
+      if (!tty) {
+        fmt::print("iter {:5d}: loss {:.4f}, lr {:.2e}, {:.0f} tok/s, ETA {}\n", iter + 1, loss_sum, lr, tok_per_s, human_time(eta));
+        std::fflush(stdout);
+      }
+      metrics << fmt::format("{},{:.6f},,{:.6g},{:.1f}\n", iter + 1, loss_sum, lr, tok_per_s);
+    }
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  fmt::print("done in {}: best val loss {:.4f}\n", human_time(secs), best_val);
+  return 0;
+}
+
 int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   gpt::CharTokenizer tok;
@@ -208,80 +293,89 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   fmt::print("{} parameters ({} without position embeddings); vocab {}; {} train / {} val tokens\n",
              model.num_parameters(false), model.num_parameters(true), cfg.vocab_size, data.train.size(), data.val.size());
 
-  fs::create_directories(s.out);
-  std::string csv = s.out + "/metrics.csv";
-  {
-    // Keep the rows up to the checkpoint's iteration (a resumed run rewrites what comes after).
-    std::vector<std::string> rows;
-    if (s.resume && fs::exists(csv)) {
-      std::ifstream in(csv);
-      std::string line;
-      std::getline(in, line);
-      while (std::getline(in, line))
-        if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= start) rows.push_back(line);
-    }
-    std::ofstream out(csv, std::ios::trunc);
-    out << "iter,train_loss,val_loss,lr,tokens_per_sec\n";
-    for (auto& r : rows) out << r << "\n";
-  }
-  std::ofstream metrics(csv, std::ios::app);
+  int rc = run_loop(s, model, data, opt, sched, batch_gen, start, best_val, [&](std::int64_t iter, double best) {
+    save_checkpoint(s.out, model, tok, opt, sched, batch_gen, iter, best);
+  });
+  fmt::print("checkpoint in {}/model.safetensors\n", s.out);
+  return rc;
+}
 
-  const bool tty = ::isatty(STDOUT_FILENO);
-  const std::int64_t tokens_per_iter = s.batch_size * cfg.block_size * s.grad_accum;
-  auto t0 = std::chrono::steady_clock::now();
-  auto last = t0;
-  double tok_per_s = 0;
-  model.train();
-  for (std::int64_t iter = start;; ++iter) {
-    if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
-      double tr = estimate_loss(model, data.train, s.eval_iters, s.batch_size, cfg.block_size);
-      double va = estimate_loss(model, data.val, s.eval_iters, s.batch_size, cfg.block_size);
-      if (tty) fmt::print("\r\033[K");
-      fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
-      metrics << fmt::format("{},{:.6f},{:.6f},{:.6g},{:.1f}\n", iter, tr, va, opt.lr(), tok_per_s) << std::flush;
-      std::fflush(stdout);
-      best_val = std::min(best_val, va);
-      if (iter > 0) save_checkpoint(s.out, model, tok, opt, sched, batch_gen, iter, best_val);
-      write_plot(s.out);
-    }
-    if (iter >= s.max_iters) break;
 
-    double loss_sum = 0;
-    for (std::int64_t micro = 0; micro < s.grad_accum; ++micro) {
-      auto [x, y] = get_batch(data.train, s.batch_size, cfg.block_size, batch_gen);
-      Tensor loss = model.loss(x, y);
-      if (s.grad_accum > 1) loss = loss / static_cast<double>(s.grad_accum);
-      loss.backward();
-      loss_sum += loss.item();
-    }
-    if (s.grad_clip > 0) xg::optim::clip_grad_norm_(model.parameters(), s.grad_clip);
-    opt.step();
-    opt.zero_grad();
-    double lr = opt.lr();
-    sched.step();
+// ---- LoRA fine-tuning ----------------------------------------------------------------------------------
 
-    auto now = std::chrono::steady_clock::now();
-    double dt = std::chrono::duration<double>(now - last).count();
-    last = now;
-    tok_per_s = tok_per_s == 0 ? tokens_per_iter / dt : 0.9 * tok_per_s + 0.1 * tokens_per_iter / dt;
-    double eta = static_cast<double>(s.max_iters - iter - 1) * tokens_per_iter / tok_per_s;
-    if (tty) {
-      int width = 30, done = static_cast<int>(width * (iter + 1) / s.max_iters);
-      fmt::print("\r[{}{}] {}/{} loss {:.4f} lr {:.2e} {:.0f} tok/s ETA {}\033[K", std::string(done, '='),
-                 std::string(width - done, ' '), iter + 1, s.max_iters, loss_sum, lr, tok_per_s, human_time(eta));
-      std::fflush(stdout);
-    }
-    if ((iter + 1) % s.log_interval == 0) {
-      if (!tty) {
-        fmt::print("iter {:5d}: loss {:.4f}, lr {:.2e}, {:.0f} tok/s, ETA {}\n", iter + 1, loss_sum, lr, tok_per_s, human_time(eta));
-        std::fflush(stdout);
-      }
-      metrics << fmt::format("{},{:.6f},,{:.6g},{:.1f}\n", iter + 1, loss_sum, lr, tok_per_s);
-    }
-  }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  fmt::print("done in {}: best val loss {:.4f}; checkpoint in {}/model.safetensors\n", human_time(secs), best_val, s.out);
-  return 0;
+struct LoRASettings {
+  std::string base = "out";
+  std::int64_t rank = 8;
+  double alpha = 16.0, dropout = 0.0;
+  std::vector<std::string> targets = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+};
+
+std::string join(const std::vector<std::string>& v) { return fmt::format("{}", fmt::join(v, ",")); }
+
+/// A base checkpoint with the LoRA adapter stored in `adapter_dir` applied (unmerged).
+std::pair<std::unique_ptr<gpt::GPT>, Checkpoint> load_with_adapter(const std::string& adapter_dir) {
+  std::string path = adapter_dir + "/adapter.safetensors";
+  if (!fs::exists(path)) throw xg::Error(fmt::format("no adapter in {} (expected {})", adapter_dir, path));
+  auto adapter = xg::load_safetensors(path);
+  auto meta = [&](const char* k) {
+    auto it = adapter.metadata.find(k);
+    if (it == adapter.metadata.end()) throw xg::Error(fmt::format("{} has no \"{}\" metadata: not a gpt adapter", path, k));
+    return it->second;
+  };
+  xg::SafetensorsFile base_file;
+  Checkpoint ck = read_model_meta(meta("base"), base_file);
+  if (ck.config.to_json() != meta("config"))
+    throw xg::Error(fmt::format("{} was trained on a base model with another config than {}", path, meta("base")));
+  auto model = std::make_unique<gpt::GPT>(ck.config);
+  model->load_state_dict(base_file.tensors);
+  std::vector<std::string> targets;
+  std::stringstream ss(meta("lora_targets"));
+  for (std::string t; std::getline(ss, t, ',');) targets.push_back(t);
+  xg::nn::apply_lora(*model, xg::nn::LoRAOptions(std::stoll(meta("lora_rank"))).alpha(std::stod(meta("lora_alpha"))), targets);
+  model->load_state_dict(adapter.tensors, /*strict=*/false);
+  return {std::move(model), ck};
+}
+
+/// Fine-tunes low-rank adapters on a base checkpoint: only the adapters train; they are saved alone
+/// (adapter.safetensors) and, at the end, merged into a plain checkpoint (merged/model.safetensors).
+int finetune(TrainSettings s, const LoRASettings& l) {
+  if (s.threads > 0) xg::set_num_threads(s.threads);
+  xg::SafetensorsFile base_file;
+  Checkpoint ck = read_model_meta(l.base, base_file);
+  Dataset data = Dataset::make(ck.tokenizer.encode(read_text(s.data)), ck.config.block_size);
+  xg::manual_seed(s.seed);
+  xg::Generator batch_gen(s.seed + 1);
+  gpt::GPT model(ck.config);
+  model.load_state_dict(base_file.tensors);
+  xg::nn::LoRAOptions lo(l.rank);
+  lo.alpha(l.alpha).dropout(l.dropout);
+  int wrapped = xg::nn::apply_lora(model, lo, l.targets);
+  xg::optim::NamedTensors trainable;
+  for (auto& [n, p] : model.named_parameters())
+    if (p.requires_grad()) trainable.emplace_back(n, p);
+  std::int64_t count = 0;
+  for (auto& [_, p] : trainable) count += p.numel();
+  fmt::print("LoRA rank {} alpha {} on {} layers: {} trainable parameters of {}\n", l.rank, l.alpha, wrapped, count,
+             model.num_parameters(false));
+  xg::optim::AdamW opt(std::vector<xg::optim::ParamGroup>{{trainable}}, {.lr = s.lr, .betas = {s.beta1, s.beta2}, .weight_decay = s.weight_decay});
+  xg::optim::CosineWarmupLR sched(opt, s.warmup_iters, std::max(s.lr_decay_iters, s.warmup_iters + 1), s.min_lr);
+  std::map<std::string, std::string> meta = {{"base", fs::absolute(l.base).string()}, {"config", ck.config.to_json()},
+                                             {"tokenizer", ck.tokenizer.to_json()}, {"lora_rank", std::to_string(l.rank)},
+                                             {"lora_alpha", fmt::format("{}", l.alpha)}, {"lora_targets", join(l.targets)}};
+  int rc = run_loop(s, model, data, opt, sched, batch_gen, 0, 1e9, [&](std::int64_t iter, double) {
+    meta["iter"] = std::to_string(iter);
+    xg::save_safetensors(s.out + "/adapter.safetensors", xg::nn::lora_state_dict(model), meta);
+  });
+  // The merged export: a plain GPT checkpoint with B A * alpha / r folded into each weight.
+  xg::nn::merge_lora(model);
+  gpt::GPT plain(ck.config);
+  plain.load_state_dict(model.state_dict(), /*strict=*/false);  // every key but the adapters
+  fs::create_directories(s.out + "/merged");
+  plain.save(s.out + "/merged/model.safetensors", {{"format", "pt"}, {"config", ck.config.to_json()},
+                                                   {"tokenizer", ck.tokenizer.to_json()}, {"tokenizer_type", "char"},
+                                                   {"iter", std::to_string(s.max_iters)}});
+  fmt::print("adapter in {}/adapter.safetensors; merged model in {}/merged\n", s.out, s.out);
+  return rc;
 }
 
 struct EvalSettings {
@@ -330,14 +424,20 @@ int evaluate(const EvalSettings& s) {
   return 0;
 }
 
-int sample(const std::string& dir, const std::string& prompt, gpt::SampleOptions o, int threads) {
+int sample(const std::string& dir, const std::string& adapter, const std::string& prompt, gpt::SampleOptions o, int threads) {
   if (threads > 0) xg::set_num_threads(threads);
-  xg::SafetensorsFile file;
-  Checkpoint ck = read_model_meta(dir, file);
-  gpt::GPT model(ck.config);
-  model.load_state_dict(file.tensors);
+  std::unique_ptr<gpt::GPT> model;
+  Checkpoint ck;
+  if (!adapter.empty()) {
+    std::tie(model, ck) = load_with_adapter(adapter);
+  } else {
+    xg::SafetensorsFile file;
+    ck = read_model_meta(dir, file);
+    model = std::make_unique<gpt::GPT>(ck.config);
+    model->load_state_dict(file.tensors);
+  }
   std::vector<std::int64_t> ids = ck.tokenizer.encode(prompt.empty() ? "\n" : prompt);
-  auto out = gpt::generate(model, ids, o);
+  auto out = gpt::generate(*model, ids, o);
   fmt::print("{}\n", ck.tokenizer.decode(out));
   return 0;
 }
@@ -384,7 +484,9 @@ int main(int argc, char** argv) {
   gpt::SampleOptions so;
   int threads = 0;
   auto* sa = app.add_subcommand("sample", "Generate text from a checkpoint");
+  std::string adapter;
   sa->add_option("--out", dir, "Checkpoint directory")->capture_default_str();
+  sa->add_option("--adapter", adapter, "A LoRA adapter directory (from finetune) to apply to its base model");
   sa->add_option("--prompt", prompt, "Text to continue (default: a newline)");
   sa->add_option("--num-tokens", so.max_new_tokens, "Tokens to generate")->capture_default_str();
   sa->add_option("--temperature", so.temperature, "Softmax temperature (0: greedy)")->capture_default_str();
@@ -404,6 +506,38 @@ int main(int argc, char** argv) {
   ev->add_option("--dump", es.dump, "Write the logits, loss and gradients of one batch to this safetensors file");
   ev->add_option("--threads", es.threads, "BLAS threads (0: the default)")->capture_default_str();
 
+  TrainSettings fts;
+  fts.out = "out/finetune";
+  fts.max_iters = 500;
+  fts.warmup_iters = 20;
+  fts.lr_decay_iters = 500;
+  fts.weight_decay = 0.0;
+  fts.eval_interval = 100;
+  fts.eval_iters = 50;
+  LoRASettings lora;
+  auto* ft = app.add_subcommand("finetune", "LoRA fine-tuning of a trained checkpoint on another text file");
+  ft->add_option("--base", lora.base, "Checkpoint directory of the base model")->capture_default_str();
+  ft->add_option("--data", fts.data, "Fine-tuning text (its characters must be in the base vocabulary)")->required()->check(CLI::ExistingFile);
+  ft->add_option("--out", fts.out, "Where the adapter and the merged model go")->capture_default_str();
+  ft->add_option("--rank", lora.rank, "Adapter rank r")->capture_default_str();
+  ft->add_option("--alpha", lora.alpha, "Adapter scale alpha (the update is scaled by alpha / r)")->capture_default_str();
+  ft->add_option("--lora-dropout", lora.dropout, "Dropout on the adapters' input")->capture_default_str();
+  ft->add_option("--targets", lora.targets, "Layers that get adapters (name suffixes)")->delimiter(',')->capture_default_str();
+  ft->add_option("--batch-size", fts.batch_size, "Sequences per micro-batch")->capture_default_str();
+  ft->add_option("--grad-accum", fts.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
+  ft->add_option("--max-iters", fts.max_iters, "Optimizer steps")->capture_default_str();
+  ft->add_option("--lr", fts.lr, "Peak learning rate")->capture_default_str();
+  ft->add_option("--min-lr", fts.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  ft->add_option("--warmup-iters", fts.warmup_iters, "Linear warmup steps")->capture_default_str();
+  ft->add_option("--lr-decay-iters", fts.lr_decay_iters, "Step where the cosine decay reaches min-lr")->capture_default_str();
+  ft->add_option("--weight-decay", fts.weight_decay, "AdamW weight decay on the adapters")->capture_default_str();
+  ft->add_option("--grad-clip", fts.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  ft->add_option("--eval-interval", fts.eval_interval, "Steps between validation runs and adapter saves")->capture_default_str();
+  ft->add_option("--eval-iters", fts.eval_iters, "Batches per loss estimate")->capture_default_str();
+  ft->add_option("--log-interval", fts.log_interval, "Steps between log lines")->capture_default_str();
+  ft->add_option("--seed", fts.seed, "Random seed")->capture_default_str();
+  ft->add_option("--threads", fts.threads, "BLAS threads (0: the default)")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (tr->parsed()) {
@@ -416,7 +550,13 @@ int main(int argc, char** argv) {
       if (es.batches <= 0 || es.batch_size <= 0) throw xg::Error("--batches and --batch-size must be positive");
       return evaluate(es);
     }
-    return sample(dir, prompt, so, threads);
+    if (ft->parsed()) {
+      if (fts.eval_interval <= 0 || fts.log_interval <= 0 || fts.eval_iters <= 0 || fts.batch_size <= 0 ||
+          fts.grad_accum <= 0 || fts.max_iters < 0 || lora.rank <= 0)
+        throw xg::Error("intervals, batch sizes, iteration counts and the rank must be positive");
+      return finetune(fts, lora);
+    }
+    return sample(dir, adapter, prompt, so, threads);
   } catch (const std::exception& e) {
     fmt::print(stderr, "gpt: error: {}\n", e.what());
     return 1;
