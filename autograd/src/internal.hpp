@@ -79,6 +79,8 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, floa
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
           std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
+/// g scattered (added) into zeros of shape xs at index along d: gather's backward, itself differentiable.
+Tensor gather_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index);
 /// Throws unless both dtypes are equal.
 void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op);
 

@@ -40,6 +40,10 @@ Shape strides_without(const Tensor& t, std::int64_t dim) {
 
 }  // namespace
 
+namespace {
+Tensor index_select_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index);
+}
+
 Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
   check_index(index, "index_select");
   XG_CHECK(index.dim() <= 1, "index_select: index must be 1-D, got shape {}", shape_str(index.shape()));
@@ -60,9 +64,39 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
       for (std::int64_t j = 0; j < m; ++j) std::copy_n(px + (o * n + idx[j]) * inner, inner, po + (o * m + j) * inner);
   });
   return record("index_select", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
-    return Grads{index_add(zeros(xs, {g.dtype()}), d, index, g)};  // d/dx: each picked row gets its gradient back
+    return Grads{index_select_backward(g, xs, d, index)};  // d/dx: each picked row gets its gradient back
   });
 }
+
+namespace {
+/// out[.., index[j], ..] += src[.., j, ..] along dim, in place (out contiguous).
+void index_add_kernel(const Tensor& out, std::int64_t d, const Tensor& index, const Tensor& src) {
+  Tensor sc = contiguous_data(src);
+  auto idx = index.to_vector<std::int64_t>();
+  auto [outer, inner] = outer_inner(out.shape(), d);
+  std::int64_t n = out.shape()[d], m = index.numel();
+  dispatch_all(out.dtype(), [&]<class T>() {
+    T* po = ptr<T>(out);
+    const T* ps = ptr<T>(sc);
+    for (std::int64_t o = 0; o < outer; ++o)
+      for (std::int64_t j = 0; j < m; ++j) {
+        T* dst = po + (o * n + idx[j]) * inner;
+        const T* s = ps + (o * m + j) * inner;
+        for (std::int64_t i = 0; i < inner; ++i) dst[i] += s[i];
+      }
+  });
+}
+
+/// index_select's backward: the rows of g added into zeros of the input's shape. One pass, no copy of
+/// the zeros (an embedding table's gradient is as large as the table).
+Tensor index_select_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
+  Tensor out = zeros(xs, {g.dtype()});
+  index_add_kernel(out, d, index, g);
+  return record("index_select_backward", {g}, out, [d, index](const Tensor& gg) {
+    return Grads{index_select(gg, d, index)};  // the adjoint of scattering rows is gathering them
+  });
+}
+}  // namespace
 
 Tensor index_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src) {
   check_index(index, "index_add");
@@ -76,20 +110,7 @@ Tensor index_add(const Tensor& x, std::int64_t dim, const Tensor& index, const T
            "like the index)", shape_str(src.shape()), shape_str(want), shape_str(x.shape()), d);
   check_range(index, x.shape()[d], "index_add", d, x.shape());
   Tensor out = x.detach().clone();
-  Tensor sc = contiguous_data(src);
-  auto idx = index.to_vector<std::int64_t>();
-  auto [outer, inner] = outer_inner(x.shape(), d);
-  std::int64_t n = x.shape()[d], m = index.numel();
-  dispatch_all(x.dtype(), [&]<class T>() {
-    T* po = ptr<T>(out);
-    const T* ps = ptr<T>(sc);
-    for (std::int64_t o = 0; o < outer; ++o)
-      for (std::int64_t j = 0; j < m; ++j) {
-        T* dst = po + (o * n + idx[j]) * inner;
-        const T* s = ps + (o * m + j) * inner;
-        for (std::int64_t i = 0; i < inner; ++i) dst[i] += s[i];
-      }
-  });
+  index_add_kernel(out, d, index, src);
   return record("index_add", {x, src}, out, [d, index](const Tensor& g) {
     return Grads{g, index_select(g, d, index)};  // d/dx = 1, d/dsrc = the rows it was added into
   });
@@ -107,7 +128,7 @@ Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
   std::int64_t size = x.dim() == 0 ? 1 : x.shape()[d];
   check_range(index, size, "gather", d, x.shape());
   Tensor out = empty(index.shape(), {x.dtype()});
-  if (out.numel() == 0) return record("gather", {x}, out, [xs = x.shape()](const Tensor& g) { return Grads{zeros(xs, {g.dtype()})}; });
+  if (out.numel() == 0) return record("gather", {x}, out, [xs = x.shape()](const Tensor& g) { return Grads{zeros(xs, {g.dtype()})}; });  // nothing gathered
   std::int64_t xstride = x.dim() == 0 ? 0 : x.strides()[d];
   Shape sx = x.dim() == 0 ? Shape{} : strides_without(x, d);
   dispatch_all(x.dtype(), [&]<class T>() {
@@ -121,14 +142,29 @@ Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
                     });
   });
   return record("gather", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
-    return Grads{scatter_add(zeros(xs, {g.dtype()}), d, index, g)};  // d/dx: each gathered element gets its gradient
+    return Grads{gather_backward(g, xs, d, index)};  // d/dx: each gathered element gets its gradient
   });
 }
 
-Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src) {
-  check_index(index, "scatter_add");
-  check_same_dtype(x, src, "scatter_add");
-  std::int64_t d = wrap_dim(dim, x.dim(), "scatter_add", x.shape());
+namespace {
+/// out[pos with pos[dim] = index[pos]] += src[pos] for every position of index, in place.
+void scatter_add_kernel(const Tensor& out, std::int64_t d, const Tensor& index, const Tensor& src) {
+  if (index.numel() == 0) return;
+  std::int64_t ostride = out.dim() == 0 ? 0 : out.strides()[d];
+  Shape so = out.dim() == 0 ? Shape{} : strides_without(out, d);
+  dispatch_all(out.dtype(), [&]<class T>() {
+    T* po = static_cast<T*>(out.impl()->storage->data);
+    const T* ps = static_cast<const T*>(src.impl()->storage->data);
+    const auto* pi = static_cast<const std::int64_t*>(index.impl()->storage->data);
+    strided_loop<3>(index.shape(), {&index.strides(), &so, &src.strides()}, {index.offset(), out.offset(), src.offset()},
+                    [&](const auto& o, std::int64_t n, const auto& in) {
+                      for (std::int64_t i = 0; i < n; ++i)
+                        po[o[1] + i * in[1] + pi[o[0] + i * in[0]] * ostride] += ps[o[2] + i * in[2]];
+                    });
+  });
+}
+
+void check_scatter(const Tensor& x, std::int64_t d, const Tensor& index, const Tensor& src) {
   XG_CHECK(index.shape() == src.shape(), "scatter_add: index shape {} must equal source shape {}",
            shape_str(index.shape()), shape_str(src.shape()));
   XG_CHECK(index.dim() == x.dim(), "scatter_add: index has {} dims but the input has {} (index {}, input {})",
@@ -137,25 +173,28 @@ Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const
     XG_CHECK(k == d || index.shape()[k] <= x.shape()[k],
              "scatter_add: index shape {} is larger than input shape {} in dim {}", shape_str(index.shape()),
              shape_str(x.shape()), k);
-  std::int64_t size = x.dim() == 0 ? 1 : x.shape()[d];
-  check_range(index, size, "scatter_add", d, x.shape());
+  check_range(index, x.dim() == 0 ? 1 : x.shape()[d], "scatter_add", d, x.shape());
+}
+}  // namespace
+
+Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src) {
+  check_index(index, "scatter_add");
+  check_same_dtype(x, src, "scatter_add");
+  std::int64_t d = wrap_dim(dim, x.dim(), "scatter_add", x.shape());
+  check_scatter(x, d, index, src);
   Tensor out = x.detach().clone();
-  if (index.numel() > 0) {
-    std::int64_t ostride = x.dim() == 0 ? 0 : out.strides()[d];
-    Shape so = x.dim() == 0 ? Shape{} : strides_without(out, d);
-    dispatch_all(x.dtype(), [&]<class T>() {
-      T* po = ptr<T>(out);
-      const T* ps = static_cast<const T*>(src.impl()->storage->data);
-      const auto* pi = static_cast<const std::int64_t*>(index.impl()->storage->data);
-      strided_loop<3>(index.shape(), {&index.strides(), &so, &src.strides()}, {index.offset(), 0, src.offset()},
-                      [&](const auto& o, std::int64_t n, const auto& in) {
-                        for (std::int64_t i = 0; i < n; ++i)
-                          po[o[1] + i * in[1] + pi[o[0] + i * in[0]] * ostride] += ps[o[2] + i * in[2]];
-                      });
-    });
-  }
+  scatter_add_kernel(out, d, index, src);
   return record("scatter_add", {x, src}, out, [d, index](const Tensor& g) {
     return Grads{g, gather(g, d, index)};  // d/dx = 1, d/dsrc = the element it was added into
+  });
+}
+
+/// gather's backward: g scattered into zeros of the input's shape, without copying the zeros first.
+Tensor detail::gather_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
+  Tensor out = zeros(xs, {g.dtype()});
+  scatter_add_kernel(out, d, index, g);
+  return record("gather_backward", {g}, out, [d, index](const Tensor& gg) {
+    return Grads{gather(gg, d, index)};  // the adjoint of scattering is gathering
   });
 }
 

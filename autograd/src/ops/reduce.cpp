@@ -113,7 +113,7 @@ std::pair<Tensor, Tensor> extremum(const Tensor& x, std::int64_t dim_in, bool ke
   Shape xshape = x.shape();
   Tensor out = record(op, {x}, vals, [idx, dim, xshape](const Tensor& g) {
     // d/dx = 1 at the arg-extremum, 0 elsewhere: scatter the gradient back to where the value came from.
-    return Grads{scatter_add(zeros(xshape, {g.dtype()}), dim, idx, g)};
+    return Grads{gather_backward(g, xshape, dim, idx)};
   });
   if (!keepdim && x.dim() > 0) return {squeeze(out, dim), squeeze(idx, dim)};
   return {out, idx};
