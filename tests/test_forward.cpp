@@ -144,6 +144,18 @@ TEST_CASE("shape ops are views where they can be", "[forward]") {
   CHECK(test::values(xg::cat({xg::ones({1, 2}), xg::zeros({2, 2})}, 0)) == std::vector<double>{1, 1, 0, 0, 0, 0});
   CHECK(test::values(xg::tril(xg::ones({3, 3}))) == std::vector<double>{1, 0, 0, 1, 1, 0, 1, 1, 1});
   CHECK(test::values(xg::triu(xg::ones({2, 3}), 1)) == std::vector<double>{0, 1, 1, 0, 0, 1});
+  // Splitting or merging dims that are contiguous among themselves is a view even in a strided tensor
+  // (attention heads from a fused projection); otherwise reshape copies, in row-major order.
+  Tensor qkv = xg::arange(2 * 3 * 12.0, {xg::float64}).reshape({2, 3, 12});
+  Tensor k = xg::narrow(qkv, 2, 4, 4);  // [2, 3, 4] with strides [36, 12, 1]
+  Tensor heads = k.reshape({2, 3, 2, 2});
+  CHECK(heads.impl()->storage == qkv.impl()->storage);
+  CHECK(heads.strides() == xg::Shape{36, 12, 2, 1});
+  CHECK(test::values(heads.select(1, 2).reshape({-1})) == std::vector<double>{28, 29, 30, 31, 64, 65, 66, 67});
+  CHECK(k.view({6, 4}).impl()->storage == qkv.impl()->storage);
+  Tensor merged = heads.transpose(1, 2).reshape({2, 2, 6});  // not viewable: copies
+  CHECK(merged.impl()->storage != qkv.impl()->storage);
+  CHECK(test::values(merged.select(0, 0).select(0, 1)) == std::vector<double>{6, 7, 18, 19, 30, 31});
   // reshape of a non-contiguous tensor copies and keeps row-major order.
   CHECK(test::values(x.transpose(0, 2).reshape({-1})).at(1) == 12.0);
 }

@@ -2,6 +2,7 @@
 // input's storage and copy nothing; cat, tril and triu copy.
 #include <algorithm>
 #include <numeric>
+#include <optional>
 
 #include "../internal.hpp"
 
@@ -63,18 +64,53 @@ Tensor slice_backward(const Tensor& g, const Shape& full, std::int64_t dim, std:
   });
 }
 
+/// Strides that show x's memory with a new shape, when no copy is needed: each run of input dims that is
+/// contiguous in memory may be split or merged freely (the rule PyTorch's view() follows).
+std::optional<Shape> view_strides(const Tensor& x, const Shape& shape) {
+  const Shape& os = x.shape();
+  const Shape& ost = x.strides();
+  if (x.numel() == 0 || os.empty()) return contiguous_strides(shape);
+  Shape st(shape.size());
+  auto view_d = static_cast<std::int64_t>(shape.size()) - 1;
+  std::int64_t chunk_stride = ost.back(), tensor_numel = 1, view_numel = 1;
+  for (auto d = static_cast<std::int64_t>(os.size()) - 1; d >= 0; --d) {
+    tensor_numel *= os[d];
+    if (d == 0 || (os[d - 1] != 1 && ost[d - 1] != tensor_numel * chunk_stride)) {  // end of a contiguous run
+      while (view_d >= 0 && (view_numel < tensor_numel || shape[view_d] == 1)) {
+        st[view_d] = view_numel * chunk_stride;
+        view_numel *= shape[view_d];
+        --view_d;
+      }
+      if (view_numel != tensor_numel) return std::nullopt;
+      if (d > 0) {
+        chunk_stride = ost[d - 1];
+        tensor_numel = 1;
+        view_numel = 1;
+      }
+    }
+  }
+  if (view_d != -1) return std::nullopt;
+  return st;
+}
+
 }  // namespace
 
 Tensor reshape(const Tensor& x, const Shape& shape_in) {
   Shape shape = infer_shape(shape_in, x.numel(), "reshape", x.shape());
-  Tensor base = contiguous_data(x);  // a view when x is contiguous, else one copy
-  Tensor out = make_view(base, shape, contiguous_strides(shape), base.offset());
+  Tensor out;
+  if (auto st = view_strides(x, shape)) {
+    out = make_view(x, shape, *st, x.offset());
+  } else {
+    Tensor base = contiguous_data(x);  // the one case that copies
+    out = make_view(base, shape, contiguous_strides(shape), base.offset());
+  }
   return record("reshape", {x}, out, [xs = x.shape()](const Tensor& g) { return Grads{reshape(g, xs)}; });
 }
 
 Tensor view(const Tensor& x, const Shape& shape) {
-  XG_CHECK(x.is_contiguous(), "view: tensor of shape {} with strides {} is not contiguous, so it cannot be viewed as {}. "
-           "Hint: use reshape(), or contiguous().view()", shape_str(x.shape()), shape_str(x.strides()), shape_str(shape));
+  XG_CHECK(view_strides(x, infer_shape(shape, x.numel(), "view", x.shape())).has_value(),
+           "view: the memory of a tensor of shape {} with strides {} cannot be seen as {} without a copy. Hint: use "
+           "reshape(), or contiguous().view()", shape_str(x.shape()), shape_str(x.strides()), shape_str(shape));
   return reshape(x, shape);
 }
 
