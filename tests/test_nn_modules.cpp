@@ -105,6 +105,18 @@ TEST_CASE("fused ops equal their composite formulas, values and gradients", "[nn
   both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, q);
   both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, k);
   both_grads(F::scaled_dot_product_attention(q, k, v, {.causal = true}), ga, v);
+
+  // Strided operands (rows spaced out, as heads split from a fused projection) are read in place and
+  // give the same values and gradients as contiguous copies.
+  Tensor wide = test::uniform({2, 4, 9}, -1, 1, 18);
+  Tensor qs = xg::narrow(wide, 2, 0, 3), ks = xg::narrow(wide, 2, 3, 3), vs = xg::narrow(wide, 2, 6, 3);
+  Tensor a1 = F::scaled_dot_product_attention(qs, ks, vs, {.causal = true});
+  Tensor a2 = F::scaled_dot_product_attention(qs.contiguous(), ks.contiguous(), vs.contiguous(), {.causal = true});
+  CHECK(xg::allclose(a1, a2, 1e-14, 1e-15));
+  Tensor gs = xg::narrow(test::uniform({2, 4, 5}, -1, 1, 19, false), 2, 1, 3);  // a strided upstream gradient
+  Tensor g1 = xg::autograd::grad({a1}, {wide}, {gs}, {.retain_graph = true})[0];  // the slices are shared
+  Tensor g2 = xg::autograd::grad({a2}, {wide}, {gs.contiguous()})[0];
+  CHECK(xg::allclose(g1, g2, 1e-13, 1e-15));
 }
 
 TEST_CASE("the key bias of self-attention gets an identically zero gradient", "[nn][transformer]") {

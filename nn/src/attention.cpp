@@ -39,6 +39,35 @@ Tensor rule_tensor(const MaskRule& rule, std::int64_t t, std::int64_t s, DType d
   return tensor(v, {t, s}, {dt});
 }
 
+/// A [..., R, C] operand read in place by gemm: the storage offset of each batch element and the row
+/// stride (columns must be contiguous, else it is copied once). Heads split from a fused projection are
+/// read this way without copies.
+struct Operand {
+  Tensor t;
+  std::vector<std::int64_t> offsets;
+  std::int64_t ld = 0;
+  template <class T>
+  const T* at(std::int64_t b) const {
+    return static_cast<const T*>(t.impl()->storage->data) + offsets[static_cast<std::size_t>(b)];
+  }
+};
+
+Operand operand(const Tensor& x) {
+  const std::int64_t nd = x.dim(), rows = x.shape()[nd - 2], cols = x.shape()[nd - 1];
+  Operand o{x, {}, x.strides()[nd - 2]};
+  bool inplace = (cols <= 1 || x.strides()[nd - 1] == 1) && (rows <= 1 || o.ld >= std::max<std::int64_t>(cols, 1));
+  if (!inplace) {
+    o.t = contiguous_data(x);
+    o.ld = cols;
+  }
+  if (rows <= 1) o.ld = std::max<std::int64_t>(cols, 1);
+  Shape batch(o.t.shape().begin(), o.t.shape().end() - 2), bstrides(o.t.strides().begin(), o.t.strides().end() - 2);
+  strided_loop<1>(batch, {&bstrides}, {o.t.offset()}, [&](const auto& off, std::int64_t n, const auto& in) {
+    for (std::int64_t i = 0; i < n; ++i) o.offsets.push_back(off[0] + i * in[0]);
+  });
+  return o;
+}
+
 /// softmax(masked scores) in Tensor ops.
 Tensor attention_probs(const Tensor& q, const Tensor& k, const MaskRule& rule, const Tensor& pad, double scale) {
   const std::int64_t t = q.shape()[q.dim() - 2], s = k.shape()[k.dim() - 2];
@@ -88,19 +117,19 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   oshape.push_back(dv);
   Tensor out = empty(oshape, {q.dtype()});
   Tensor lse = empty({nb, t}, {q.dtype()});
-  Tensor qc = contiguous_data(q), kc = contiguous_data(k), vc = contiguous_data(v);
+  const Operand qo = operand(q), ko = operand(k), vo = operand(v);
   // The padding mask read through broadcast strides, as doubles, per batch element.
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
 
   dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
     std::vector<T> block(static_cast<std::size_t>(t * s));
     for (std::int64_t b = 0; b < nb; ++b) {
-      const T* qb = ptr<T>(qc) + b * t * d;
-      const T* kb = ptr<T>(kc) + b * s * d;
-      const T* vb = ptr<T>(vc) + b * s * dv;
+      const T* qb = qo.at<T>(b);
+      const T* kb = ko.at<T>(b);
+      const T* vb = vo.at<T>(b);
       const double* pb = pad.defined() ? ptr<double>(pad) + b * t * s : nullptr;
       // block = scale * Q K^T   [T, S]
-      gemm(false, true, t, s, d, T(scale), qb, d, kb, d, T(0), block.data(), s);
+      gemm(false, true, t, s, d, T(scale), qb, qo.ld, kb, ko.ld, T(0), block.data(), s);
       T* lb = ptr<T>(lse) + b * t;
       for (std::int64_t i = 0; i < t; ++i) {
         T* row = block.data() + i * s;
@@ -120,7 +149,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         lb[i] = sum > T(0) ? m + std::log(sum) : std::numeric_limits<T>::quiet_NaN();
       }
       // out = P V   [T, Dv]
-      gemm(false, false, t, dv, s, T(1), block.data(), s, vb, dv, T(0), ptr<T>(out) + b * t * dv, dv);
+      gemm(false, false, t, dv, s, T(1), block.data(), s, vb, vo.ld, T(0), ptr<T>(out) + b * t * dv, dv);
     }
   });
 
@@ -136,26 +165,26 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     const std::int64_t nd = q.dim();
     const std::int64_t t = q.shape()[nd - 2], d = q.shape()[nd - 1], s = k.shape()[nd - 2], dv = v.shape()[nd - 1];
     Tensor dq = empty(q.shape(), {q.dtype()}), dk = empty(k.shape(), {q.dtype()}), dvt = empty(v.shape(), {q.dtype()});
-    Tensor qc = contiguous_data(q), kc = contiguous_data(k), vc = contiguous_data(v), gc = contiguous_data(g);
+    const Operand qo = operand(q), ko = operand(k), vo = operand(v), go = operand(g);
     dispatch_float(q.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
       std::vector<T> p(static_cast<std::size_t>(t * s)), dp(static_cast<std::size_t>(t * s));
       for (std::int64_t b = 0; b < nb; ++b) {
-        const T* qb = ptr<T>(qc) + b * t * d;
-        const T* kb = ptr<T>(kc) + b * s * d;
-        const T* vb = ptr<T>(vc) + b * s * dv;
-        const T* gb = ptr<T>(gc) + b * t * dv;
+        const T* qb = qo.at<T>(b);
+        const T* kb = ko.at<T>(b);
+        const T* vb = vo.at<T>(b);
+        const T* gb = go.at<T>(b);
         const double* pb = pad.defined() ? ptr<double>(pad) + b * t * s : nullptr;
         const T* lb = ptr<T>(lse) + b * t;
         // Recompute P = exp(scale Q K^T - lse) on allowed pairs.
-        gemm(false, true, t, s, d, T(scale), qb, d, kb, d, T(0), p.data(), s);
+        gemm(false, true, t, s, d, T(scale), qb, qo.ld, kb, ko.ld, T(0), p.data(), s);
         for (std::int64_t i = 0; i < t; ++i)
           for (std::int64_t j = 0; j < s; ++j) {
             bool ok = rule.allowed(i, j) && !(pb && pb[i * s + j] == 0.0);
             p[i * s + j] = ok ? std::exp(p[i * s + j] - lb[i]) : T(0);
           }
         // dV = P^T dO;  dP = dO V^T
-        gemm(true, false, s, dv, t, T(1), p.data(), s, gb, dv, T(0), ptr<T>(dvt) + b * s * dv, dv);
-        gemm(false, true, t, s, dv, T(1), gb, dv, vb, dv, T(0), dp.data(), s);
+        gemm(true, false, s, dv, t, T(1), p.data(), s, gb, go.ld, T(0), ptr<T>(dvt) + b * s * dv, dv);
+        gemm(false, true, t, s, dv, T(1), gb, go.ld, vb, vo.ld, T(0), dp.data(), s);
         // dS = P (dP - rowsum(dP P)), kept in dp
         for (std::int64_t i = 0; i < t; ++i) {
           T* pr = p.data() + i * s;
@@ -165,8 +194,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
           for (std::int64_t j = 0; j < s; ++j) dr[j] = pr[j] * (dr[j] - dot);
         }
         // dQ = scale dS K;  dK = scale dS^T Q
-        gemm(false, false, t, d, s, T(scale), dp.data(), s, kb, d, T(0), ptr<T>(dq) + b * t * d, d);
-        gemm(true, false, s, d, t, T(scale), dp.data(), s, qb, d, T(0), ptr<T>(dk) + b * s * d, d);
+        gemm(false, false, t, d, s, T(scale), dp.data(), s, kb, ko.ld, T(0), ptr<T>(dq) + b * t * d, d);
+        gemm(true, false, s, d, t, T(scale), dp.data(), s, qb, qo.ld, T(0), ptr<T>(dk) + b * s * d, d);
       }
     });
     return Grads{dq, dk, dvt};
