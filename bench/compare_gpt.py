@@ -1,6 +1,7 @@
 """Training-step and sampling speed of the reference GPT, xgrad vs PyTorch eager, side by side.
 
     /usr/bin/python3 bench/compare_gpt.py [--build build] [--threads 2] [--rounds 2] [--configs baby,gpt2]
+                                          [--modes train,sample,sample-nocache]
 
 Each round runs xgrad then PyTorch for each config (interleaved), with the same thread count for BLAS
 and torch. Prints tokens/s (median over rounds), the ratio (> 1: xgrad faster) and peak memory. Sampling
@@ -28,13 +29,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--configs", default="baby,gpt2")
+    ap.add_argument("--modes", default="train,sample,sample-nocache")
     args = ap.parse_args()
     xg = os.path.join(args.build, "bench", "bench_gpt")
     pt = [sys.executable, os.path.join(HERE, "torch_gpt.py")]
     print(f"threads={args.threads} rounds={args.rounds}; ratio = xgrad tokens/s / torch tokens/s")
     print(f"{'config':<8}{'mode':<8}{'xgrad tok/s':>13}{'torch tok/s':>13}{'ratio':>8}{'xgrad MB':>10}{'torch MB':>10}")
     for cfg in args.configs.split(","):
-        for mode in ("train", "sample", "sample-nocache"):
+        for mode in args.modes.split(","):
             xs, ts = [], []
             for _ in range(args.rounds):
                 xs.append(run([xg, cfg, str(args.threads), mode], args.threads))

@@ -62,9 +62,9 @@ class GPT(nn.Module):
         x = self.wte(idx) + self.wpe(torch.arange(idx.size(1)))
         for blk in self.h:
             x = blk(x)
+        if targets is None:  # inference: only the last position's logits, as nanoGPT does
+            return self.lm_head(self.ln_f(x[:, [-1], :]))
         logits = self.lm_head(self.ln_f(x))
-        if targets is None:
-            return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
 
 

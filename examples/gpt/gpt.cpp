@@ -117,7 +117,7 @@ Tensor GPT::forward(const Tensor& idx) {
   return forward(idx, none);
 }
 
-Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache) {
+Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache, bool last_only) {
   if (idx.dtype() != xg::int64 || idx.dim() != 2)
     throw xg::Error(fmt::format("GPT: expected int64 token ids [B, T], got {} {}", xg::dtype_name(idx.dtype()),
                                 xg::shape_str(idx.shape())));
@@ -132,6 +132,7 @@ Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache) {
   x = F::dropout(x, config_.dropout, is_training());
   for (std::size_t i = 0; i < transformer->h->size(); ++i)
     x = transformer->h->at<Block>(i)->forward(x, cached ? &cache[i] : nullptr);
+  if (last_only) x = xg::narrow(x, 1, t - 1, 1);  // the head is per position: skip the ones not needed
   return lm_head->forward(transformer->ln_f->forward(x));
 }
 
@@ -191,15 +192,16 @@ std::vector<std::int64_t> generate(GPT& model, std::vector<std::int64_t> tokens,
     Tensor logits;
     if (o.use_cache && start == 0 && cache[0].size() > 0) {
       // Only the newest token goes through the model; the cache holds every earlier position.
-      logits = model.forward(xg::index_tensor({tokens.back()}, {1, 1}), cache);
+      logits = model.forward(xg::index_tensor({tokens.back()}, {1, 1}), cache, true);
     } else {
       std::vector<std::int64_t> ctx(tokens.begin() + static_cast<std::ptrdiff_t>(start), tokens.end());
       const auto t = static_cast<std::int64_t>(ctx.size());
       Tensor idx = xg::index_tensor(ctx, {1, t});
       if (o.use_cache && start == 0) {
-        logits = model.forward(idx, cache);  // prefill
+        logits = model.forward(idx, cache, true);  // prefill
       } else {
-        logits = model.forward(idx);  // the window slid: every position moved, so the cache no longer applies
+        std::vector<nn::KVCache> none;  // the window slid: every position moved, so a cache no longer applies
+        logits = model.forward(idx, none, true);
       }
     }
     std::vector<float> last = logits.select(1, logits.shape()[1] - 1).reshape({-1}).to_vector<float>();

@@ -65,8 +65,10 @@ class GPT : public xg::nn::Module {
   /// Logits [B, T, V] for int64 token ids [B, T] (T <= block_size).
   xg::Tensor forward(const xg::Tensor& idx) override;
   /// Incremental decoding: logits for the new tokens idx [B, T_new], which sit at positions
-  /// cache.size() ... onwards; their keys and values are appended to the per-layer caches.
-  xg::Tensor forward(const xg::Tensor& idx, std::vector<xg::nn::KVCache>& cache);
+  /// cache.size() ... onwards; their keys and values are appended to the per-layer caches (an empty
+  /// vector: no cache). With last_only, only the last position's logits are computed ([B, 1, V]), which
+  /// is all sampling needs.
+  xg::Tensor forward(const xg::Tensor& idx, std::vector<xg::nn::KVCache>& cache, bool last_only = false);
   /// Mean cross-entropy of forward(idx) against targets [B, T].
   xg::Tensor loss(const xg::Tensor& idx, const xg::Tensor& targets);
   const GPTConfig& config() const { return config_; }

@@ -100,13 +100,13 @@ Module::NamedModules Module::named_modules() {
   NamedModules out;
   // Pre-order, iterative; the root is returned without taking ownership of it.
   out.emplace_back("", std::shared_ptr<Module>(std::shared_ptr<Module>{}, this));
-  std::vector<std::pair<std::string, std::shared_ptr<Module>>> todo;
-  for (auto it = modules_.rbegin(); it != modules_.rend(); ++it) todo.emplace_back(it->first, it->second);
-  while (!todo.empty()) {
-    auto [name, m] = todo.back();
-    todo.pop_back();
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> pending;
+  for (auto it = modules_.rbegin(); it != modules_.rend(); ++it) pending.emplace_back(it->first, it->second);
+  while (!pending.empty()) {
+    auto [name, m] = pending.back();
+    pending.pop_back();
     out.emplace_back(name, m);
-    for (auto it = m->modules_.rbegin(); it != m->modules_.rend(); ++it) todo.emplace_back(name + "." + it->first, it->second);
+    for (auto it = m->modules_.rbegin(); it != m->modules_.rend(); ++it) pending.emplace_back(name + "." + it->first, it->second);
   }
   return out;
 }
