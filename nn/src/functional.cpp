@@ -79,83 +79,64 @@ Tensor along_last(const Tensor& x, std::int64_t dim, std::string_view op, F f) {
   return transpose(f(transpose(x, d, -1)), d, -1);
 }
 
-Tensor softmax_last(const Tensor& x);
-Tensor log_softmax_last(const Tensor& x);
-
-Tensor softmax_last(const Tensor& x) {
-  Tensor out = dispatch_float(x.dtype(), "softmax", [&]<class T>() {
+/// y[r] = f(x[r]) for each row r over the last dim: f(x_row, y_row, n).
+template <class F>
+Tensor map_rows(const Tensor& x, std::string_view op, F f) {
+  return dispatch_float(x.dtype(), op, [&]<class T>() {
     Tensor xc = contiguous_data(x);
     Tensor y = empty(x.shape(), {x.dtype()});
     auto [rows, n] = rows_of(x);
-    const T* px = ptr<T>(xc);
-    T* py = ptr<T>(y);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const T* xr = px + r * n;
-      T* yr = py + r * n;
-      T inv = T(1) / exp_shift_sum(xr, yr, n, row_max(xr, n));
-#pragma omp simd
-      for (std::int64_t i = 0; i < n; ++i) yr[i] *= inv;
-    }
+    for (std::int64_t r = 0; r < rows; ++r) f(ptr<T>(xc) + r * n, ptr<T>(y) + r * n, n);
     return y;
+  });
+}
+
+/// out[r] = f(a[r], b[r]) for each row over the last dim: f(a_row, b_row, out_row, n).
+template <class F>
+Tensor map_rows2(const Tensor& a, const Tensor& b, std::string_view op, F f) {
+  return dispatch_float(a.dtype(), op, [&]<class T>() {
+    Tensor ac = contiguous_data(a), bc = contiguous_data(b);
+    Tensor out = empty(a.shape(), {a.dtype()});
+    auto [rows, n] = rows_of(a);
+    for (std::int64_t r = 0; r < rows; ++r) f(ptr<T>(ac) + r * n, ptr<T>(bc) + r * n, ptr<T>(out) + r * n, n);
+    return out;
+  });
+}
+
+Tensor softmax_last(const Tensor& x) {
+  Tensor out = map_rows(x, "softmax", []<class T>(const T* xr, T* yr, std::int64_t n) {
+    T inv = T(1) / exp_shift_sum(xr, yr, n, row_max(xr, n));
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) yr[i] *= inv;
   });
   return record("softmax", {x}, out, [sx = Saved(x), so = Saved::output(out)](const Tensor& g) {
     if (autograd::is_grad_enabled()) {
       Tensor y = softmax_last(sx.get());
       return Grads{y * (g - sum(g * y, {-1}, true))};  // dx = y (g - <g, y>)
     }
-    const Tensor& y = so.get();
-    return Grads{dispatch_float(y.dtype(), "softmax_backward", [&]<class T>() {
-      Tensor gc = contiguous_data(g), yc = contiguous_data(y);
-      Tensor dx = empty(y.shape(), {y.dtype()});
-      auto [rows, n] = rows_of(y);
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const T* gr = ptr<T>(gc) + r * n;
-        const T* yr = ptr<T>(yc) + r * n;
-        T* dr = ptr<T>(dx) + r * n;
-        T dot = row_dot(gr, yr, n);
+    return Grads{map_rows2(g, so.get(), "softmax_backward", []<class T>(const T* gr, const T* yr, T* dr, std::int64_t n) {
+      T dot = row_dot(gr, yr, n);
 #pragma omp simd
-        for (std::int64_t i = 0; i < n; ++i) dr[i] = yr[i] * (gr[i] - dot);
-      }
-      return dx;
+      for (std::int64_t i = 0; i < n; ++i) dr[i] = yr[i] * (gr[i] - dot);
     })};
   });
 }
 
 Tensor log_softmax_last(const Tensor& x) {
-  Tensor out = dispatch_float(x.dtype(), "log_softmax", [&]<class T>() {
-    Tensor xc = contiguous_data(x);
-    Tensor y = empty(x.shape(), {x.dtype()});
-    auto [rows, n] = rows_of(x);
-    const T* px = ptr<T>(xc);
-    T* py = ptr<T>(y);
-    for (std::int64_t r = 0; r < rows; ++r) {
-      const T* xr = px + r * n;
-      T* yr = py + r * n;
-      T m = row_max(xr, n);
-      T lse = m + std::log(exp_shift_sum(xr, yr, n, m));
+  Tensor out = map_rows(x, "log_softmax", []<class T>(const T* xr, T* yr, std::int64_t n) {
+    T m = row_max(xr, n);
+    T lse = m + std::log(exp_shift_sum(xr, yr, n, m));
 #pragma omp simd
-      for (std::int64_t i = 0; i < n; ++i) yr[i] = xr[i] - lse;
-    }
-    return y;
+    for (std::int64_t i = 0; i < n; ++i) yr[i] = xr[i] - lse;
   });
   return record("log_softmax", {x}, out, [sx = Saved(x), so = Saved::output(out)](const Tensor& g) {
     if (autograd::is_grad_enabled())  // dx = g - softmax(x) sum(g)
       return Grads{g - softmax_last(sx.get()) * sum(g, {-1}, true)};
-    const Tensor& y = so.get();
-    return Grads{dispatch_float(y.dtype(), "log_softmax_backward", [&]<class T>() {
-      Tensor gc = contiguous_data(g), yc = contiguous_data(y);
-      Tensor dx = empty(y.shape(), {y.dtype()});
-      auto [rows, n] = rows_of(y);
-      for (std::int64_t r = 0; r < rows; ++r) {
-        const T* gr = ptr<T>(gc) + r * n;
-        const T* yr = ptr<T>(yc) + r * n;
-        T* dr = ptr<T>(dx) + r * n;
-        T gs = row_sum(gr, n);
-        exp_shift_sum(yr, dr, n, T(0));  // dr = exp(y) = softmax
+    return Grads{map_rows2(g, so.get(), "log_softmax_backward", []<class T>(const T* gr, const T* yr, T* dr, std::int64_t n) {
+      T gs = row_sum(gr, n);
+      exp_shift_sum(yr, dr, n, T(0));  // dr = exp(y) = softmax
 #pragma omp simd
-        for (std::int64_t i = 0; i < n; ++i) dr[i] = gr[i] - dr[i] * gs;
-      }
-      return dx;
+      for (std::int64_t i = 0; i < n; ++i) dr[i] = gr[i] - dr[i] * gs;
     })};
   });
 }
