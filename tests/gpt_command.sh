@@ -63,6 +63,7 @@ expect_error "no checkpoint" "$gpt" sample --out nowhere
 mkdir -p corrupt && head -c 1000 full/model.safetensors > corrupt/model.safetensors
 expect_error "truncated" "$gpt" sample --out corrupt
 expect_error "multiple of n_head" "$gpt" train --data corpus.txt --out other --n-head 3 --max-iters 1
+expect_error "n_layer 2, but --n-layer 4" "$gpt" train --data corpus.txt --out full --n-layer 4 --max-iters 30 --resume
 echo "XYZ unknown characters" > unknown.txt
 expect_error "not in the vocabulary" "$gpt" finetune --base full --data unknown.txt --out ft2
 expect_error "no adapter" "$gpt" sample --adapter nowhere

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <cstdio>
@@ -251,13 +252,22 @@ int run_loop(const TrainSettings& s, gpt::GPT& model, const Dataset& data, xg::o
   return 0;
 }
 
-int train(const TrainSettings& s, gpt::GPTConfig cfg) {
+/// `given` names the model flags set on the command line: with --resume they must match the checkpoint.
+int train(const TrainSettings& s, gpt::GPTConfig cfg, const std::vector<std::string>& given) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   std::shared_ptr<gpt::Tokenizer> tok;
   Checkpoint ck;
   xg::SafetensorsFile model_file;
   if (s.resume) {
     ck = read_model_meta(s.out, model_file);
+    auto want = nlohmann::json::parse(cfg.to_json()), have = nlohmann::json::parse(ck.config.to_json());
+    for (const auto& flag : given) {
+      std::string key = flag.substr(2);
+      std::replace(key.begin(), key.end(), '-', '_');
+      if (have.contains(key) && want[key] != have[key])
+        throw xg::Error(fmt::format("--resume: the checkpoint in {} has {} {}, but {} {} was given; a checkpoint keeps "
+                                    "its model's config", s.out, key, have[key].dump(), flag, want[key].dump()));
+    }
     cfg = ck.config;
     tok = ck.tokenizer;
   }
@@ -557,7 +567,11 @@ int main(int argc, char** argv) {
       if (s.eval_interval <= 0 || s.log_interval <= 0 || s.eval_iters <= 0 || s.batch_size <= 0 || s.grad_accum <= 0 ||
           s.max_iters < 0)
         throw xg::Error("intervals, batch sizes and iteration counts must be positive");
-      return train(s, cfg);
+      std::vector<std::string> given;
+      for (const char* f : {"--n-layer", "--n-head", "--n-embd", "--block-size", "--dropout", "--bias", "--gelu-tanh",
+                            "--attention", "--window"})
+        if (tr->get_option(f)->count() > 0) given.emplace_back(f);
+      return train(s, cfg, given);
     }
     if (ev->parsed()) {
       if (es.batches <= 0 || es.batch_size <= 0) throw xg::Error("--batches and --batch-size must be positive");
