@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "internal.hpp"
+#include "row_kernels.hpp"
 #include "xgrad/autograd.hpp"
 #include "xgrad/nn/functional.hpp"
 
@@ -133,20 +134,19 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
       T* lb = ptr<T>(lse) + b * t;
       for (std::int64_t i = 0; i < t; ++i) {
         T* row = block.data() + i * s;
-        T m = -std::numeric_limits<T>::infinity();
-        for (std::int64_t j = 0; j < s; ++j) {
+        for (std::int64_t j = 0; j < s; ++j)
           if (!rule.allowed(i, j) || (pb && pb[i * s + j] == 0.0)) row[j] = -std::numeric_limits<T>::infinity();
-          m = m > row[j] ? m : row[j];
+        T m = row_max(row, s);
+        if (std::isinf(m)) {  // nothing to attend to: NaN, as softmax over all -inf gives in PyTorch
+          std::fill_n(row, s, std::numeric_limits<T>::quiet_NaN());
+          lb[i] = std::numeric_limits<T>::quiet_NaN();
+          continue;
         }
-        T sum = 0;
-        for (std::int64_t j = 0; j < s; ++j) {
-          row[j] = std::isinf(m) ? T(0) : std::exp(row[j] - m);
-          sum += row[j];
-        }
-        // A row with nothing to attend to gives NaN, as softmax over all -inf does in PyTorch.
-        T inv = sum > T(0) ? T(1) / sum : std::numeric_limits<T>::quiet_NaN();
+        T sum = exp_shift_sum(row, row, s, m);
+        T inv = T(1) / sum;
+#pragma omp simd
         for (std::int64_t j = 0; j < s; ++j) row[j] *= inv;
-        lb[i] = sum > T(0) ? m + std::log(sum) : std::numeric_limits<T>::quiet_NaN();
+        lb[i] = m + std::log(sum);
       }
       // out = P V   [T, Dv]
       gemm(false, false, t, dv, s, T(1), block.data(), s, vb, vo.ld, T(0), ptr<T>(out) + b * t * dv, dv);
@@ -177,11 +177,14 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         const T* lb = ptr<T>(lse) + b * t;
         // Recompute P = exp(scale Q K^T - lse) on allowed pairs.
         gemm(false, true, t, s, d, T(scale), qb, qo.ld, kb, ko.ld, T(0), p.data(), s);
-        for (std::int64_t i = 0; i < t; ++i)
+        for (std::int64_t i = 0; i < t; ++i) {
+          T* row = p.data() + i * s;
           for (std::int64_t j = 0; j < s; ++j) {
             bool ok = rule.allowed(i, j) && !(pb && pb[i * s + j] == 0.0);
-            p[i * s + j] = ok ? std::exp(p[i * s + j] - lb[i]) : T(0);
+            row[j] = ok ? row[j] - lb[i] : -std::numeric_limits<T>::infinity();
           }
+          exp_shift_sum(row, row, s, T(0));  // P = exp(S - lse); masked entries become 0
+        }
         // dV = P^T dO;  dP = dO V^T
         gemm(true, false, s, dv, t, T(1), p.data(), s, gb, go.ld, T(0), ptr<T>(dvt) + b * s * dv, dv);
         gemm(false, true, t, s, dv, T(1), gb, go.ld, vb, vo.ld, T(0), dp.data(), s);
