@@ -21,7 +21,6 @@ double dot(const Tensor& a, const std::vector<double>& v) {
 std::vector<std::int64_t> element_offsets(const Tensor& t) {
   std::vector<std::int64_t> offs;
   offs.reserve(static_cast<std::size_t>(t.numel()));
-  Shape cs = contiguous_strides(t.shape());
   strided_loop<1>(t.shape(), {&t.strides()}, {t.offset()}, [&](const auto& o, std::int64_t n, const auto& in) {
     for (std::int64_t i = 0; i < n; ++i) offs.push_back(o[0] + i * in[0]);
   });

@@ -250,7 +250,6 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, CrossEntropyOp
   std::int64_t ignore = o.ignore_index;
   return record("cross_entropy", {logits}, out, [sx = Saved(logits), targets, lse_t, red, scale, ignore](const Tensor& g) {
     const Tensor& x = sx.get();
-    const std::int64_t c = x.shape().back();
     auto [rows, n] = rows_of(x);
     Tensor valid = ne(targets, static_cast<double>(ignore)).to(x.dtype());
     if (autograd::is_grad_enabled()) {
@@ -277,7 +276,6 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, CrossEntropyOp
         for (std::int64_t i = 0; i < n; ++i) dr[i] *= gr;
         dr[tv[r]] -= gr;
       }
-      (void)c;
       return dx;
     })};
   });
