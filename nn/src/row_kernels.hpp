@@ -29,7 +29,11 @@ T exp_shift_sum(const T* x, T* y, std::int64_t n, T shift) {
     v.store_unaligned(y + i);
     acc += v;
   }
-  T sum = xsimd::hadd(acc);
+  // Lanes summed through memory: xsimd::hadd's AVX-512 double path trips GCC 12's false -Wuninitialized.
+  alignas(64) T lanes[W];
+  acc.store_aligned(lanes);
+  T sum = 0;
+  for (std::int64_t k = 0; k < W; ++k) sum += lanes[k];
   for (; i < n; ++i) {
     y[i] = std::exp(x[i] - shift);
     sum += y[i];
