@@ -477,7 +477,7 @@ int main(int argc, char** argv) {
 
   TrainSettings s;
   gpt::GPTConfig cfg;
-  auto* tr = app.add_subcommand("train", "Train a character-level GPT on a text file");
+  auto* tr = app.add_subcommand("train", "Train a GPT (character-level or GPT-2 BPE) on a text file");
   tr->add_option("--data", s.data, "Training text (UTF-8)")->required()->check(CLI::ExistingFile);
   tr->add_option("--out", s.out, "Checkpoint directory")->capture_default_str();
   tr->add_flag("--resume", s.resume, "Continue from the checkpoint in --out");
