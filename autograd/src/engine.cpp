@@ -124,7 +124,18 @@ struct Engine {
     Tensor grad;
   };
 
-  static void accumulate(Tensor& slot, const Tensor& g) { slot = slot.defined() ? add(slot, g) : g; }
+  /// slot += g. Without create_graph, a buffer that nothing else refers to is updated in place, which
+  /// saves a full-size temporary per extra use of a tensor (tied embeddings, residual streams).
+  static void accumulate(Tensor& slot, const Tensor& g) {
+    if (!slot.defined()) {
+      slot = g;
+    } else if (!is_grad_enabled() && slot.impl().use_count() == 1 && slot.impl()->storage.use_count() == 1 &&
+               slot.is_contiguous() && slot.shape() == g.shape() && slot.dtype() == g.dtype()) {
+      slot.add_(g);
+    } else {
+      slot = add(slot, g);
+    }
+  }
 
   static void accumulate_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
     if (create_graph) {
