@@ -469,6 +469,26 @@ int sample(const std::string& dir, const std::string& adapter, const std::string
   return 0;
 }
 
+/// The optimisation and logging flags train and finetune share.
+void add_training_flags(CLI::App* cmd, TrainSettings& s) {
+  cmd->add_option("--batch-size", s.batch_size, "Sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--grad-accum", s.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
+  cmd->add_option("--max-iters", s.max_iters, "Optimizer steps")->capture_default_str();
+  cmd->add_option("--lr", s.lr, "Peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr", s.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
+  cmd->add_option("--warmup-iters", s.warmup_iters, "Linear warmup steps")->capture_default_str();
+  cmd->add_option("--lr-decay-iters", s.lr_decay_iters, "Step where the cosine decay reaches min-lr")->capture_default_str();
+  cmd->add_option("--weight-decay", s.weight_decay, "AdamW weight decay (weight matrices only when training)")->capture_default_str();
+  cmd->add_option("--beta1", s.beta1, "AdamW beta1")->capture_default_str();
+  cmd->add_option("--beta2", s.beta2, "AdamW beta2")->capture_default_str();
+  cmd->add_option("--grad-clip", s.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
+  cmd->add_option("--eval-interval", s.eval_interval, "Steps between validation runs and checkpoints")->capture_default_str();
+  cmd->add_option("--eval-iters", s.eval_iters, "Batches per loss estimate")->capture_default_str();
+  cmd->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
+  cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
+  cmd->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -492,22 +512,7 @@ int main(int argc, char** argv) {
   tr->add_flag("--gelu-tanh", cfg.gelu_tanh, "GPT-2's tanh GELU instead of the exact one");
   tr->add_option("--attention", cfg.attention, "dense, window or alternating")->capture_default_str();
   tr->add_option("--window", cfg.window, "Sliding-window size for windowed layers")->capture_default_str();
-  tr->add_option("--batch-size", s.batch_size, "Sequences per micro-batch")->capture_default_str();
-  tr->add_option("--grad-accum", s.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
-  tr->add_option("--max-iters", s.max_iters, "Optimizer steps")->capture_default_str();
-  tr->add_option("--lr", s.lr, "Peak learning rate")->capture_default_str();
-  tr->add_option("--min-lr", s.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
-  tr->add_option("--warmup-iters", s.warmup_iters, "Linear warmup steps")->capture_default_str();
-  tr->add_option("--lr-decay-iters", s.lr_decay_iters, "Step where the cosine decay reaches min-lr")->capture_default_str();
-  tr->add_option("--weight-decay", s.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
-  tr->add_option("--beta1", s.beta1, "AdamW beta1")->capture_default_str();
-  tr->add_option("--beta2", s.beta2, "AdamW beta2")->capture_default_str();
-  tr->add_option("--grad-clip", s.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
-  tr->add_option("--eval-interval", s.eval_interval, "Steps between validation runs and checkpoints")->capture_default_str();
-  tr->add_option("--eval-iters", s.eval_iters, "Batches per loss estimate")->capture_default_str();
-  tr->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
-  tr->add_option("--seed", s.seed, "Random seed")->capture_default_str();
-  tr->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  add_training_flags(tr, s);
 
   std::string dir = "out", prompt;
   gpt::SampleOptions so;
@@ -552,20 +557,7 @@ int main(int argc, char** argv) {
   ft->add_option("--alpha", lora.alpha, "Adapter scale alpha (the update is scaled by alpha / r)")->capture_default_str();
   ft->add_option("--lora-dropout", lora.dropout, "Dropout on the adapters' input")->capture_default_str();
   ft->add_option("--targets", lora.targets, "Layers that get adapters (name suffixes)")->delimiter(',')->capture_default_str();
-  ft->add_option("--batch-size", fts.batch_size, "Sequences per micro-batch")->capture_default_str();
-  ft->add_option("--grad-accum", fts.grad_accum, "Micro-batches per optimizer step")->capture_default_str();
-  ft->add_option("--max-iters", fts.max_iters, "Optimizer steps")->capture_default_str();
-  ft->add_option("--lr", fts.lr, "Peak learning rate")->capture_default_str();
-  ft->add_option("--min-lr", fts.min_lr, "Learning rate at the end of the cosine decay")->capture_default_str();
-  ft->add_option("--warmup-iters", fts.warmup_iters, "Linear warmup steps")->capture_default_str();
-  ft->add_option("--lr-decay-iters", fts.lr_decay_iters, "Step where the cosine decay reaches min-lr")->capture_default_str();
-  ft->add_option("--weight-decay", fts.weight_decay, "AdamW weight decay on the adapters")->capture_default_str();
-  ft->add_option("--grad-clip", fts.grad_clip, "Clip the global gradient norm (0: off)")->capture_default_str();
-  ft->add_option("--eval-interval", fts.eval_interval, "Steps between validation runs and adapter saves")->capture_default_str();
-  ft->add_option("--eval-iters", fts.eval_iters, "Batches per loss estimate")->capture_default_str();
-  ft->add_option("--log-interval", fts.log_interval, "Steps between log lines")->capture_default_str();
-  ft->add_option("--seed", fts.seed, "Random seed")->capture_default_str();
-  ft->add_option("--threads", fts.threads, "BLAS threads (0: the default)")->capture_default_str();
+  add_training_flags(ft, fts);
 
   CLI11_PARSE(app, argc, argv);
   try {
