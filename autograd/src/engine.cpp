@@ -3,10 +3,10 @@
 #include <cctype>
 #include <unordered_map>
 
-#include "internal.hpp"
+#include "xgrad/kernel.hpp"
 
 namespace xg::autograd {
-using namespace xg::detail;
+using namespace xg::kernel;
 
 namespace {
 thread_local bool grad_enabled = true;
@@ -39,6 +39,13 @@ std::string node_name(std::string_view op) {
 
 bool is_grad_enabled() { return grad_enabled; }
 void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
+
+namespace {
+thread_local bool fused_backward_allowed = true;
+}
+bool use_fused_backward() { return fused_backward_allowed && !grad_enabled; }
+CompositeBackwardGuard::CompositeBackwardGuard() : prev_(fused_backward_allowed) { fused_backward_allowed = false; }
+CompositeBackwardGuard::~CompositeBackwardGuard() { fused_backward_allowed = prev_; }
 
 Node::Node(std::string name, std::vector<Edge> inputs, BackwardFn fn)
     : name_(std::move(name)), inputs_(std::move(inputs)), fn_(std::move(fn)) {}
@@ -118,11 +125,175 @@ const Tensor& Saved::get() const {
   return t_;
 }
 
+/// What one backward or grad call asks of the engine.
+struct RunOptions {
+  bool keep_graph = false;    // keep the backward rules (and what they saved) for another backward
+  bool create_graph = false;  // record the backward itself, for higher-order gradients
+  const std::vector<Tensor>* inputs = nullptr;  // grad(): return these tensors' gradients instead of accumulating
+  bool allow_unused = false;  // grad(): an input the outputs do not depend on gets an undefined gradient
+};
+
+/// One backward pass: find the nodes that lead to the roots, count how many edges enter each, then run
+/// each node's rule once all of its output gradient has arrived (dependency counting, no recursion).
 struct Engine {
   struct Task {
-    int deps = 0;
-    Tensor grad;
+    int deps = 0;  // edges from nodes not yet run
+    Tensor grad;   // the gradient of the node's output, summed over those edges
   };
+
+  explicit Engine(RunOptions o) : opt(o), op(o.inputs ? "grad" : "backward") {}
+
+  std::vector<Tensor> run(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs) {
+    std::vector<Tensor> root_grads = seed_roots(outputs, grad_outputs);
+    count_dependencies();
+    if (opt.inputs) mark_captures();
+    GradModeGuard mode(opt.create_graph);
+    for (std::size_t i = 0; i < roots.size(); ++i) accumulate(tasks[roots[i].get()].grad, root_grads[i]);
+    execute();
+    if (opt.inputs && !opt.allow_unused) check_all_captured();
+    return std::move(captured);
+  }
+
+ private:
+  RunOptions opt;
+  std::string_view op;
+  std::unordered_map<Node*, Task> tasks;
+  std::vector<std::shared_ptr<Node>> roots;
+  std::unordered_map<Node*, std::vector<std::size_t>> capture_at;  // grad(): node -> indices of inputs
+  std::vector<Tensor> captured;
+
+  /// Checks the outputs and their gradients (ones for one-element outputs), and collects their nodes.
+  std::vector<Tensor> seed_roots(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs) {
+    XG_CHECK(!outputs.empty(), "{}: no outputs given", op);
+    XG_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(),
+             "{}: got {} outputs but {} gradients; give one gradient per output", op, outputs.size(), grad_outputs.size());
+    std::vector<Tensor> root_grads;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      const Tensor& out = outputs[i];
+      XG_CHECK(out.defined(), "{}: output {} is an undefined tensor", op, i);
+      XG_CHECK(out.requires_grad(),
+               "{}: output {} (shape {}) does not require grad and has no grad_fn. Hint: call requires_grad_() on the "
+               "leaves, and do not compute the output under NoGradGuard",
+               op, i, shape_str(out.shape()));
+      Tensor g = grad_outputs.empty() ? Tensor() : grad_outputs[i];
+      if (!g.defined()) {
+        XG_CHECK(out.numel() == 1,
+                 "{}: the gradient can be created implicitly only for one-element outputs, but output {} has shape {}. "
+                 "Hint: pass a gradient of the same shape, e.g. y.backward(xg::ones_like(y))",
+                 op, i, shape_str(out.shape()));
+        g = ones(out.shape(), {out.dtype()});
+      }
+      XG_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(),
+               "{}: gradient {} {} does not match output {} {} {}", op, dtype_name(g.dtype()), shape_str(g.shape()), i,
+               dtype_name(out.dtype()), shape_str(out.shape()));
+      roots.push_back(out.grad_fn() ? out.grad_fn() : grad_accumulator(out));
+      root_grads.push_back(g);
+    }
+    return root_grads;
+  }
+
+  /// Discovers the graph below the roots and counts, for each node, the edges that lead into it.
+  void count_dependencies() {
+    std::vector<Node*> stack;
+    for (auto& r : roots)
+      if (tasks.try_emplace(r.get()).second) stack.push_back(r.get());
+    while (!stack.empty()) {
+      Node* n = stack.back();
+      stack.pop_back();
+      for (auto& e : n->inputs_) {
+        if (!e.node) continue;
+        auto [it, fresh] = tasks.try_emplace(e.node.get());
+        ++it->second.deps;
+        if (fresh) stack.push_back(e.node.get());
+      }
+    }
+  }
+
+  /// grad(): the nodes whose output gradient is one of the requested inputs' gradients.
+  void mark_captures() {
+    const std::vector<Tensor>& inputs = *opt.inputs;
+    captured.assign(inputs.size(), Tensor());
+    for (std::size_t i = 0; i < inputs.size(); ++i) {
+      const Tensor& in = inputs[i];
+      XG_CHECK(in.defined() && in.requires_grad(), "grad: input {} (shape {}) does not require grad", i,
+               in.defined() ? shape_str(in.shape()) : std::string("undefined"));
+      Node* n = in.grad_fn() ? in.grad_fn().get() : in.impl()->grad_accumulator.lock().get();
+      if (n && tasks.count(n)) capture_at[n].push_back(i);
+    }
+  }
+
+  void execute() {
+    std::vector<Node*> ready;
+    for (auto& r : roots)
+      if (tasks[r.get()].deps == 0 && std::find(ready.begin(), ready.end(), r.get()) == ready.end())
+        ready.push_back(r.get());
+    while (!ready.empty()) {
+      Node* n = ready.back();
+      ready.pop_back();
+      Tensor g = std::move(tasks[n].grad);
+      deliver(n, g);
+      if (n->leaf_) {
+        if (!opt.inputs && g.defined()) accumulate_leaf(*n->leaf_, std::move(g), opt.create_graph);
+        continue;
+      }
+      if (g.defined()) apply_rule(n, g);
+      if (!opt.keep_graph && !n->released_) {
+        n->released_ = true;
+        BackwardFn drop = std::move(n->fn_);
+        n->fn_ = nullptr;
+      }
+      for (auto& e : n->inputs_)
+        if (e.node && --tasks[e.node.get()].deps == 0) ready.push_back(e.node.get());
+    }
+  }
+
+  /// Hands a node's finished output gradient to grad()'s results, or to a tensor that asked retain_grad().
+  void deliver(Node* n, const Tensor& g) {
+    if (opt.inputs) {
+      auto it = capture_at.find(n);
+      if (it != capture_at.end())
+        for (auto idx : it->second) captured[idx] = g;
+    } else if (auto kept = n->retained_.lock(); kept && g.defined()) {
+      Tensor keep = opt.create_graph ? g : g.detach();
+      kept->grad = kept->grad ? add(Tensor(kept->grad), keep).impl() : keep.clone().impl();
+    }
+  }
+
+  /// Runs a node's backward rule and adds each input's gradient to that input's task.
+  void apply_rule(Node* n, const Tensor& g) {
+    XG_CHECK(!n->released_,
+             "{}: trying to backward through the graph a second time (through {}), but its saved tensors were "
+             "freed after the first backward. Hint: pass retain_graph=true to the first backward",
+             op, n->name_);
+    std::vector<Tensor> in_grads;
+    running_node = n;
+    try {
+      in_grads = n->fn_(g);
+    } catch (...) {
+      running_node = nullptr;
+      throw;
+    }
+    running_node = nullptr;
+    XG_CHECK(in_grads.size() == n->inputs_.size(), "{}: the backward rule returned {} gradients for {} inputs",
+             n->name_, in_grads.size(), n->inputs_.size());
+    for (std::size_t i = 0; i < in_grads.size(); ++i) {
+      const Edge& e = n->inputs_[i];
+      if (!e.node || !in_grads[i].defined()) continue;
+      const Tensor& gi = in_grads[i];
+      XG_CHECK(gi.shape() == e.shape && gi.dtype() == e.dtype,
+               "{}: the backward rule returned a gradient of {} {} for input {} of {} {}", n->name_,
+               dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(e.dtype), shape_str(e.shape));
+      accumulate(tasks[e.node.get()].grad, gi);
+    }
+  }
+
+  void check_all_captured() const {
+    for (std::size_t i = 0; i < captured.size(); ++i)
+      XG_CHECK(captured[i].defined(),
+               "grad: input {} (shape {}) was not used to compute the outputs. Hint: pass allow_unused=true to get "
+               "an undefined gradient for it",
+               i, shape_str((*opt.inputs)[i].shape()));
+  }
 
   /// slot += g. Without create_graph, a buffer that nothing else refers to is updated in place, which
   /// saves a full-size temporary per extra use of a tensor (tied embeddings, residual streams).
@@ -151,152 +322,20 @@ struct Engine {
       Tensor(leaf.grad).add_(g);
     }
   }
-
-  static std::shared_ptr<Node> root_node(const Tensor& t) { return t.grad_fn() ? t.grad_fn() : grad_accumulator(t); }
-
-  static void run(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool keep_graph,
-                  bool create_graph, const std::vector<Tensor>* inputs, std::vector<Tensor>* captured,
-                  bool allow_unused) {
-    std::string_view op = inputs ? "grad" : "backward";
-    XG_CHECK(!outputs.empty(), "{}: no outputs given", op);
-    XG_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(),
-             "{}: got {} outputs but {} gradients; give one gradient per output", op, outputs.size(), grad_outputs.size());
-
-    std::unordered_map<Node*, Task> tasks;
-    std::vector<std::shared_ptr<Node>> roots;
-    std::vector<Tensor> root_grads;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      const Tensor& out = outputs[i];
-      XG_CHECK(out.defined(), "{}: output {} is an undefined tensor", op, i);
-      XG_CHECK(out.requires_grad(),
-               "{}: output {} (shape {}) does not require grad and has no grad_fn. Hint: call requires_grad_() on the "
-               "leaves, and do not compute the output under NoGradGuard",
-               op, i, shape_str(out.shape()));
-      Tensor g = grad_outputs.empty() ? Tensor() : grad_outputs[i];
-      if (!g.defined()) {
-        XG_CHECK(out.numel() == 1,
-                 "{}: the gradient can be created implicitly only for one-element outputs, but output {} has shape {}. "
-                 "Hint: pass a gradient of the same shape, e.g. y.backward(xg::ones_like(y))",
-                 op, i, shape_str(out.shape()));
-        g = ones(out.shape(), {out.dtype()});
-      }
-      XG_CHECK(g.shape() == out.shape() && g.dtype() == out.dtype(),
-               "{}: gradient {} {} does not match output {} {} {}", op, dtype_name(g.dtype()), shape_str(g.shape()), i,
-               dtype_name(out.dtype()), shape_str(out.shape()));
-      roots.push_back(root_node(out));
-      root_grads.push_back(g);
-    }
-
-    // Discover the graph and count, for each node, the edges that lead into it.
-    {
-      std::vector<Node*> stack;
-      for (auto& r : roots)
-        if (tasks.try_emplace(r.get()).second) stack.push_back(r.get());
-      while (!stack.empty()) {
-        Node* n = stack.back();
-        stack.pop_back();
-        for (auto& e : n->inputs_) {
-          if (!e.node) continue;
-          auto [it, fresh] = tasks.try_emplace(e.node.get());
-          ++it->second.deps;
-          if (fresh) stack.push_back(e.node.get());
-        }
-      }
-    }
-
-    std::unordered_map<Node*, std::vector<std::size_t>> capture_at;
-    if (inputs) {
-      captured->assign(inputs->size(), Tensor());
-      for (std::size_t i = 0; i < inputs->size(); ++i) {
-        const Tensor& in = (*inputs)[i];
-        XG_CHECK(in.defined() && in.requires_grad(), "grad: input {} (shape {}) does not require grad", i,
-                 in.defined() ? shape_str(in.shape()) : std::string("undefined"));
-        Node* n = in.grad_fn() ? in.grad_fn().get() : in.impl()->grad_accumulator.lock().get();
-        if (n && tasks.count(n)) capture_at[n].push_back(i);
-      }
-    }
-
-    GradModeGuard mode(create_graph);
-    for (std::size_t i = 0; i < roots.size(); ++i) accumulate(tasks[roots[i].get()].grad, root_grads[i]);
-
-    std::vector<Node*> ready;
-    for (auto& r : roots)
-      if (tasks[r.get()].deps == 0 && std::find(ready.begin(), ready.end(), r.get()) == ready.end())
-        ready.push_back(r.get());
-
-    while (!ready.empty()) {
-      Node* n = ready.back();
-      ready.pop_back();
-      Tensor g = std::move(tasks[n].grad);
-      if (inputs) {
-        auto it = capture_at.find(n);
-        if (it != capture_at.end())
-          for (auto idx : it->second) (*captured)[idx] = g;
-      } else if (auto kept = n->retained_.lock(); kept && g.defined()) {
-        Tensor keep = create_graph ? g : g.detach();
-        kept->grad = kept->grad ? add(Tensor(kept->grad), keep).impl() : keep.clone().impl();
-      }
-
-      if (n->leaf_) {
-        if (!inputs && g.defined()) accumulate_leaf(*n->leaf_, std::move(g), create_graph);
-        continue;
-      }
-      if (g.defined()) {
-        XG_CHECK(!n->released_,
-                 "{}: trying to backward through the graph a second time (through {}), but its saved tensors were "
-                 "freed after the first backward. Hint: pass retain_graph=true to the first backward",
-                 op, n->name_);
-        std::vector<Tensor> in_grads;
-        running_node = n;
-        try {
-          in_grads = n->fn_(g);
-        } catch (...) {
-          running_node = nullptr;
-          throw;
-        }
-        running_node = nullptr;
-        XG_CHECK(in_grads.size() == n->inputs_.size(), "{}: the backward rule returned {} gradients for {} inputs",
-                 n->name_, in_grads.size(), n->inputs_.size());
-        for (std::size_t i = 0; i < in_grads.size(); ++i) {
-          const Edge& e = n->inputs_[i];
-          if (!e.node || !in_grads[i].defined()) continue;
-          const Tensor& gi = in_grads[i];
-          XG_CHECK(gi.shape() == e.shape && gi.dtype() == e.dtype,
-                   "{}: the backward rule returned a gradient of {} {} for input {} of {} {}", n->name_,
-                   dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(e.dtype), shape_str(e.shape));
-          accumulate(tasks[e.node.get()].grad, gi);
-        }
-      }
-      if (!keep_graph && !n->released_) {
-        n->released_ = true;
-        BackwardFn drop = std::move(n->fn_);
-        n->fn_ = nullptr;
-      }
-      for (auto& e : n->inputs_)
-        if (e.node && --tasks[e.node.get()].deps == 0) ready.push_back(e.node.get());
-    }
-
-    if (inputs && !allow_unused) {
-      for (std::size_t i = 0; i < captured->size(); ++i)
-        XG_CHECK((*captured)[i].defined(),
-                 "grad: input {} (shape {}) was not used to compute the outputs. Hint: pass allow_unused=true to get "
-                 "an undefined gradient for it",
-                 i, shape_str((*inputs)[i].shape()));
-    }
-  }
 };
 
 void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
               bool create_graph) {
-  Engine::run(outputs, grad_outputs, retain_graph || create_graph, create_graph, nullptr, nullptr, false);
+  Engine({.keep_graph = retain_graph || create_graph, .create_graph = create_graph}).run(outputs, grad_outputs);
 }
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs, GradOptions options) {
-  std::vector<Tensor> result;
-  Engine::run(outputs, grad_outputs, options.retain_graph || options.create_graph, options.create_graph, &inputs,
-              &result, options.allow_unused);
-  return result;
+  return Engine({.keep_graph = options.retain_graph || options.create_graph,
+                 .create_graph = options.create_graph,
+                 .inputs = &inputs,
+                 .allow_unused = options.allow_unused})
+      .run(outputs, grad_outputs);
 }
 
 }  // namespace xg::autograd

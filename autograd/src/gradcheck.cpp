@@ -6,7 +6,7 @@
 #include "internal.hpp"
 
 namespace xg::autograd {
-using namespace xg::detail;
+using namespace xg::kernel;
 
 namespace {
 

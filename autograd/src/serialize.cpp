@@ -16,7 +16,7 @@
 #include "internal.hpp"
 
 namespace xg {
-using namespace detail;
+using namespace kernel;
 
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; xgrad writes it raw");
 

@@ -5,14 +5,12 @@
 #include <cmath>
 #include <limits>
 
-#include "internal.hpp"
-#include "row_kernels.hpp"
+#include "xgrad/kernel.hpp"
 #include "xgrad/autograd.hpp"
 #include "xgrad/nn/functional.hpp"
 
 namespace xg::nn::functional {
-using namespace xg::detail;
-using autograd::record;
+using namespace xg::kernel;
 using autograd::Saved;
 using Grads = std::vector<Tensor>;
 
@@ -78,131 +76,162 @@ Tensor attention_probs(const Tensor& q, const Tensor& k, const MaskRule& rule, c
   return softmax(where(allowed, scores, -std::numeric_limits<double>::infinity()), -1);
 }
 
+/// The sizes of one (batch, head) block: q [T, D], k [S, D], v [S, Dv].
+struct Dims {
+  std::int64_t t, s, d, dv;
+  static Dims of(const Tensor& q, const Tensor& k, const Tensor& v) {
+    const std::int64_t nd = q.dim();
+    return {q.shape()[nd - 2], k.shape()[nd - 2], q.shape()[nd - 1], v.shape()[nd - 1]};
+  }
+};
+
+/// p [T, S] = scale q k^T with disallowed pairs at -inf (pad: [T, S] of 0/1 or null).
+template <class T>
+void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const double* pad, const MaskRule& rule,
+                   T scale, const Dims& z, T* p) {
+  gemm(false, true, z.t, z.s, z.d, scale, q, ldq, k, ldk, T(0), p, z.s);
+  for (std::int64_t i = 0; i < z.t; ++i)
+    for (std::int64_t j = 0; j < z.s; ++j)
+      if (!rule.allowed(i, j) || (pad && pad[i * z.s + j] == 0.0)) p[i * z.s + j] = -std::numeric_limits<T>::infinity();
+}
+
+/// One block forward: p [T, S] = softmax(masked scores) per row, lse [T] = each row's log-sum-exp,
+/// out [T, Dv] = p v. A row with nothing to attend to is NaN, as softmax over all -inf is in PyTorch.
+template <class T>
+void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
+                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out) {
+  masked_scores(q, ldq, k, ldk, pad, rule, scale, z, p);
+  for (std::int64_t i = 0; i < z.t; ++i) {
+    T* row = p + i * z.s;
+    T m = row_max(row, z.s);
+    if (std::isinf(m)) {
+      std::fill_n(row, z.s, std::numeric_limits<T>::quiet_NaN());
+      lse[i] = std::numeric_limits<T>::quiet_NaN();
+      continue;
+    }
+    T sum = exp_shift_sum(row, row, z.s, m);
+    T inv = T(1) / sum;
+#pragma omp simd
+    for (std::int64_t j = 0; j < z.s; ++j) row[j] *= inv;
+    lse[i] = m + std::log(sum);
+  }
+  gemm(false, false, z.t, z.dv, z.s, T(1), p, z.s, v, ldv, T(0), out, z.dv);
+}
+
+/// One block backward from g [T, Dv]: recomputes p = exp(scores - lse), then
+/// dv [S, Dv] = p^T g;  ds = p (g v^T - rowsum(g v^T p));  dq [T, D] = scale ds k;  dk [S, D] = scale ds^T q.
+/// p and dp are [T, S] scratch.
+template <class T>
+void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
+                        const T* g, std::int64_t ldg, const double* pad, const MaskRule& rule, T scale, const T* lse,
+                        const Dims& z, T* p, T* dp, T* dq, T* dk, T* dv) {
+  masked_scores(q, ldq, k, ldk, pad, rule, scale, z, p);
+  for (std::int64_t i = 0; i < z.t; ++i) {
+    T* row = p + i * z.s;
+    for (std::int64_t j = 0; j < z.s; ++j) row[j] -= lse[i];
+    exp_shift_sum(row, row, z.s, T(0));  // masked entries (-inf) become 0
+  }
+  gemm(true, false, z.s, z.dv, z.t, T(1), p, z.s, g, ldg, T(0), dv, z.dv);
+  gemm(false, true, z.t, z.s, z.dv, T(1), g, ldg, v, ldv, T(0), dp, z.s);
+  for (std::int64_t i = 0; i < z.t; ++i) {
+    const T* pr = p + i * z.s;
+    T* dr = dp + i * z.s;
+    T dot = row_dot(dr, pr, z.s);
+    for (std::int64_t j = 0; j < z.s; ++j) dr[j] = pr[j] * (dr[j] - dot);
+  }
+  gemm(false, false, z.t, z.d, z.s, scale, dp, z.s, k, ldk, T(0), dq, z.d);
+  gemm(true, false, z.s, z.d, z.t, scale, dp, z.s, q, ldq, T(0), dk, z.d);
+}
+
+struct AttentionRule {
+  Saved q, k, v, pad;  // pad: the padding mask broadcast to [..., T, S] as float64 (or undefined)
+  Tensor mask;         // the user's mask, for the composite path
+  Tensor lse;          // [batch, T]
+  MaskRule rule;
+  double scale;
+
+  Grads fused(const Tensor& g) const {
+    const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get(), &pv = pad.get();
+    const Dims z = Dims::of(qv, kv, vv);
+    Tensor dq = empty(qv.shape(), {qv.dtype()}), dk = empty(kv.shape(), {qv.dtype()}), dv = empty(vv.shape(), {qv.dtype()});
+    const Operand qo = operand(qv), ko = operand(kv), vo = operand(vv), go = operand(g);
+    dispatch_float(qv.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
+      std::vector<T> p(static_cast<std::size_t>(z.t * z.s)), dp(p.size());
+      for (std::size_t b = 0; b < qo.offsets.size(); ++b) {
+        const auto i = static_cast<std::int64_t>(b);
+        attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
+                              pv.defined() ? ptr<double>(pv) + i * z.t * z.s : nullptr, rule, T(scale),
+                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), ptr<T>(dq) + i * z.t * z.d,
+                              ptr<T>(dk) + i * z.s * z.d, ptr<T>(dv) + i * z.s * z.dv);
+      }
+    });
+    return {dq, dk, dv};
+  }
+  Grads composite(const Tensor& g) const {
+    const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get();
+    Tensor p = attention_probs(qv, kv, rule, mask, scale);
+    Tensor dp = matmul(g, transpose(vv, -1, -2));
+    Tensor ds = p * (dp - sum(dp * p, {-1}, true));  // softmax backward, per row
+    return {matmul(ds, kv) * scale, matmul(transpose(ds, -1, -2), qv) * scale, matmul(transpose(p, -1, -2), g)};
+  }
+};
+
+/// The scores' full shape [..., T, S] after checking q, k, v and the options against each other.
+Shape check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
+  constexpr std::string_view op = "scaled_dot_product_attention";
+  XG_CHECK(q.dim() >= 2 && k.dim() == q.dim() && v.dim() == q.dim(),
+           "{}: q, k, v must have the same number of dims (>= 2), got {}, {}, {}", op, shape_str(q.shape()),
+           shape_str(k.shape()), shape_str(v.shape()));
+  check_same_dtype(q, k, op);
+  check_same_dtype(q, v, op);
+  const std::int64_t nd = q.dim();
+  Shape batch(q.shape().begin(), q.shape().end() - 2);
+  XG_CHECK(Shape(k.shape().begin(), k.shape().end() - 2) == batch && Shape(v.shape().begin(), v.shape().end() - 2) == batch &&
+               k.shape()[nd - 1] == q.shape()[nd - 1] && v.shape()[nd - 2] == k.shape()[nd - 2],
+           "{}: shapes q {}, k {}, v {} do not fit q [..., T, D], k [..., S, D], v [..., S, Dv]", op,
+           shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()));
+  XG_CHECK(o.window >= 0, "{}: window must be >= 0, got {}", op, o.window);
+  XG_CHECK(o.dropout_p >= 0.0 && o.dropout_p < 1.0, "{}: dropout_p must be in [0, 1), got {}", op, o.dropout_p);
+  XG_CHECK(!(o.scale < 0.0) && std::isfinite(o.scale), "{}: scale must be finite and >= 0 (0: 1/sqrt(D)), got {}", op,
+           o.scale);
+  Shape full = batch;
+  full.push_back(q.shape()[nd - 2]);
+  full.push_back(k.shape()[nd - 2]);
+  if (o.mask.defined())
+    XG_CHECK(broadcast_shapes(o.mask.shape(), full, "scaled_dot_product_attention (mask)") == full,
+             "{}: mask {} does not broadcast to the scores' shape {}", op, shape_str(o.mask.shape()), shape_str(full));
+  return full;
+}
+
 }  // namespace
 
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& o) {
-  XG_CHECK(q.dim() >= 2 && k.dim() == q.dim() && v.dim() == q.dim(),
-           "scaled_dot_product_attention: q, k, v must have the same number of dims (>= 2), got {}, {}, {}",
-           shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()));
-  check_same_dtype(q, k, "scaled_dot_product_attention");
-  check_same_dtype(q, v, "scaled_dot_product_attention");
-  const std::int64_t nd = q.dim();
-  const std::int64_t t = q.shape()[nd - 2], d = q.shape()[nd - 1], s = k.shape()[nd - 2], dv = v.shape()[nd - 1];
-  Shape batch(q.shape().begin(), q.shape().end() - 2);
-  XG_CHECK(Shape(k.shape().begin(), k.shape().end() - 2) == batch && Shape(v.shape().begin(), v.shape().end() - 2) == batch &&
-               k.shape()[nd - 1] == d && v.shape()[nd - 2] == s,
-           "scaled_dot_product_attention: shapes q {}, k {}, v {} do not fit q [..., T, D], k [..., S, D], v [..., S, Dv]",
-           shape_str(q.shape()), shape_str(k.shape()), shape_str(v.shape()));
-  XG_CHECK(o.window >= 0, "scaled_dot_product_attention: window must be >= 0, got {}", o.window);
-  XG_CHECK(o.dropout_p >= 0.0 && o.dropout_p < 1.0, "scaled_dot_product_attention: dropout_p must be in [0, 1), got {}",
-           o.dropout_p);
-  Shape full = batch;
-  full.push_back(t);
-  full.push_back(s);
-  if (o.mask.defined())
-    XG_CHECK(broadcast_shapes(o.mask.shape(), full, "scaled_dot_product_attention (mask)") == full,
-             "scaled_dot_product_attention: mask {} does not broadcast to the scores' shape {}", shape_str(o.mask.shape()),
-             shape_str(full));
-  const double scale = o.scale > 0.0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(d));
-  const MaskRule rule{o.causal, o.window, s - t};
-
+  const Shape full = check_attention(q, k, v, o);
+  const Dims z = Dims::of(q, k, v);
+  const double scale = o.scale > 0.0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(z.d));
+  const MaskRule rule{o.causal, o.window, z.s - z.t};
   // Dropout on the weights and degenerate (zero-size) shapes take the composite path.
-  if (o.dropout_p > 0.0 || t == 0 || s == 0 || d == 0 || dv == 0) {
+  if (o.dropout_p > 0.0 || z.t == 0 || z.s == 0 || z.d == 0 || z.dv == 0) {
     Tensor p = dropout(attention_probs(q, k, rule, o.mask, scale), o.dropout_p, true, o.generator);
     return matmul(p, v);
   }
-
-  const std::int64_t nb = numel_of(batch);
-  Shape oshape = batch;
-  oshape.push_back(t);
-  oshape.push_back(dv);
+  Shape oshape(full.begin(), full.end() - 1);
+  oshape.push_back(z.dv);
   Tensor out = empty(oshape, {q.dtype()});
-  Tensor lse = empty({nb, t}, {q.dtype()});
   const Operand qo = operand(q), ko = operand(k), vo = operand(v);
+  const auto nb = static_cast<std::int64_t>(qo.offsets.size());
+  Tensor lse = empty({nb, z.t}, {q.dtype()});
   // The padding mask read through broadcast strides, as doubles, per batch element.
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
-
   dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
-    std::vector<T> block(static_cast<std::size_t>(t * s));
-    for (std::int64_t b = 0; b < nb; ++b) {
-      const T* qb = qo.at<T>(b);
-      const T* kb = ko.at<T>(b);
-      const T* vb = vo.at<T>(b);
-      const double* pb = pad.defined() ? ptr<double>(pad) + b * t * s : nullptr;
-      // block = scale * Q K^T   [T, S]
-      gemm(false, true, t, s, d, T(scale), qb, qo.ld, kb, ko.ld, T(0), block.data(), s);
-      T* lb = ptr<T>(lse) + b * t;
-      for (std::int64_t i = 0; i < t; ++i) {
-        T* row = block.data() + i * s;
-        for (std::int64_t j = 0; j < s; ++j)
-          if (!rule.allowed(i, j) || (pb && pb[i * s + j] == 0.0)) row[j] = -std::numeric_limits<T>::infinity();
-        T m = row_max(row, s);
-        if (std::isinf(m)) {  // nothing to attend to: NaN, as softmax over all -inf gives in PyTorch
-          std::fill_n(row, s, std::numeric_limits<T>::quiet_NaN());
-          lb[i] = std::numeric_limits<T>::quiet_NaN();
-          continue;
-        }
-        T sum = exp_shift_sum(row, row, s, m);
-        T inv = T(1) / sum;
-#pragma omp simd
-        for (std::int64_t j = 0; j < s; ++j) row[j] *= inv;
-        lb[i] = m + std::log(sum);
-      }
-      // out = P V   [T, Dv]
-      gemm(false, false, t, dv, s, T(1), block.data(), s, vb, vo.ld, T(0), ptr<T>(out) + b * t * dv, dv);
-    }
+    std::vector<T> p(static_cast<std::size_t>(z.t * z.s));
+    for (std::int64_t b = 0; b < nb; ++b)
+      attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
+                           pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
+                           ptr<T>(lse) + b * z.t, ptr<T>(out) + b * z.t * z.dv);
   });
-
-  return record("scaled_dot_product_attention", {q, k, v}, out,
-                [sq = Saved(q), sk = Saved(k), sv = Saved(v), pad, lse, rule, scale, nb, mask = o.mask](const Tensor& g) {
-    const Tensor &q = sq.get(), &k = sk.get(), &v = sv.get();
-    if (autograd::is_grad_enabled()) {
-      Tensor p = attention_probs(q, k, rule, mask, scale);
-      Tensor dp = matmul(g, transpose(v, -1, -2));
-      Tensor ds = p * (dp - sum(dp * p, {-1}, true));  // softmax backward, per row
-      return Grads{matmul(ds, k) * scale, matmul(transpose(ds, -1, -2), q) * scale, matmul(transpose(p, -1, -2), g)};
-    }
-    const std::int64_t nd = q.dim();
-    const std::int64_t t = q.shape()[nd - 2], d = q.shape()[nd - 1], s = k.shape()[nd - 2], dv = v.shape()[nd - 1];
-    Tensor dq = empty(q.shape(), {q.dtype()}), dk = empty(k.shape(), {q.dtype()}), dvt = empty(v.shape(), {q.dtype()});
-    const Operand qo = operand(q), ko = operand(k), vo = operand(v), go = operand(g);
-    dispatch_float(q.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
-      std::vector<T> p(static_cast<std::size_t>(t * s)), dp(static_cast<std::size_t>(t * s));
-      for (std::int64_t b = 0; b < nb; ++b) {
-        const T* qb = qo.at<T>(b);
-        const T* kb = ko.at<T>(b);
-        const T* vb = vo.at<T>(b);
-        const T* gb = go.at<T>(b);
-        const double* pb = pad.defined() ? ptr<double>(pad) + b * t * s : nullptr;
-        const T* lb = ptr<T>(lse) + b * t;
-        // Recompute P = exp(scale Q K^T - lse) on allowed pairs.
-        gemm(false, true, t, s, d, T(scale), qb, qo.ld, kb, ko.ld, T(0), p.data(), s);
-        for (std::int64_t i = 0; i < t; ++i) {
-          T* row = p.data() + i * s;
-          for (std::int64_t j = 0; j < s; ++j) {
-            bool ok = rule.allowed(i, j) && !(pb && pb[i * s + j] == 0.0);
-            row[j] = ok ? row[j] - lb[i] : -std::numeric_limits<T>::infinity();
-          }
-          exp_shift_sum(row, row, s, T(0));  // P = exp(S - lse); masked entries become 0
-        }
-        // dV = P^T dO;  dP = dO V^T
-        gemm(true, false, s, dv, t, T(1), p.data(), s, gb, go.ld, T(0), ptr<T>(dvt) + b * s * dv, dv);
-        gemm(false, true, t, s, dv, T(1), gb, go.ld, vb, vo.ld, T(0), dp.data(), s);
-        // dS = P (dP - rowsum(dP P)), kept in dp
-        for (std::int64_t i = 0; i < t; ++i) {
-          T* pr = p.data() + i * s;
-          T* dr = dp.data() + i * s;
-          T dot = 0;
-          for (std::int64_t j = 0; j < s; ++j) dot += dr[j] * pr[j];
-          for (std::int64_t j = 0; j < s; ++j) dr[j] = pr[j] * (dr[j] - dot);
-        }
-        // dQ = scale dS K;  dK = scale dS^T Q
-        gemm(false, false, t, d, s, T(scale), dp.data(), s, kb, ko.ld, T(0), ptr<T>(dq) + b * t * d, d);
-        gemm(true, false, s, d, t, T(scale), dp.data(), s, qb, qo.ld, T(0), ptr<T>(dk) + b * s * d, d);
-      }
-    });
-    return Grads{dq, dk, dvt};
-  });
+  return autograd::record_fused("scaled_dot_product_attention", {q, k, v}, out,
+                                AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale});
 }
 
 }  // namespace xg::nn::functional

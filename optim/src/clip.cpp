@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "internal.hpp"
+#include "xgrad/kernel.hpp"
 
 namespace xg::optim {
-using namespace xg::detail;
+using namespace xg::kernel;
 
 double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
   XG_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got {}", max_norm);

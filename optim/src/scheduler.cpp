@@ -2,10 +2,10 @@
 
 #include <cmath>
 
-#include "internal.hpp"
+#include "xgrad/kernel.hpp"
 
 namespace xg::optim {
-using namespace xg::detail;
+using namespace xg::kernel;
 
 LRScheduler::LRScheduler(Optimizer& opt) : opt_(opt) {
   for (const auto& g : opt.groups()) base_.push_back(g.lr);

@@ -1,14 +1,12 @@
 // The update rules as fused loops over each parameter's contiguous data: one pass, no temporaries.
-#include <fmt/format.h>
-
 #include <cmath>
 
-#include "internal.hpp"
+#include "xgrad/kernel.hpp"
 #include "xgrad/optim/adam.hpp"
 #include "xgrad/optim/sgd.hpp"
 
 namespace xg::optim {
-using namespace xg::detail;
+using namespace xg::kernel;
 
 namespace {
 /// The gradient as a contiguous tensor of the parameter's dtype, or undefined if there is none.
@@ -36,9 +34,9 @@ void SGD::step() {
       bool first = next_step(name) == 1;
       Tensor buf = o.momentum != 0 ? buffer(name, "momentum_buffer", p) : Tensor();
       dispatch_float(p.dtype(), "SGD", [&]<class T>() {
-        T* pp = ptr<T>(p);
+        T* pp = write_ptr<T>(p);
         const T* gp = ptr<T>(g);
-        T* bp = buf.defined() ? ptr<T>(buf) : nullptr;
+        T* bp = buf.defined() ? write_ptr<T>(buf) : nullptr;
         const T lr = T(group.lr), wd = T(group.weight_decay), mu = T(o.momentum), damp = T(1 - o.dampening);
         const std::int64_t n = p.numel();
 #pragma omp simd
@@ -51,8 +49,6 @@ void SGD::step() {
           pp[i] -= lr * d;
         }
       });
-      ++p.impl()->storage->version;
-      if (buf.defined()) ++buf.impl()->storage->version;
     }
   }
 }
@@ -83,11 +79,11 @@ void Adam::step() {
       const double b1 = o.betas.first, b2 = o.betas.second;
       const double bc1 = 1 - std::pow(b1, static_cast<double>(t)), bc2 = 1 - std::pow(b2, static_cast<double>(t));
       dispatch_float(p.dtype(), this->name(), [&]<class T>() {
-        T* pp = ptr<T>(p);
+        T* pp = write_ptr<T>(p);
         const T* gp = ptr<T>(g);
-        T* mp = ptr<T>(m);
-        T* vp = ptr<T>(v);
-        T* xp = vmax.defined() ? ptr<T>(vmax) : nullptr;
+        T* mp = write_ptr<T>(m);
+        T* vp = write_ptr<T>(v);
+        T* xp = vmax.defined() ? write_ptr<T>(vmax) : nullptr;
         const T lr = T(group.lr), wd = T(group.weight_decay), eps = T(o.eps);
         const T beta1 = T(b1), beta2 = T(b2), step_size = T(group.lr / bc1), inv_sqrt_bc2 = T(1 / std::sqrt(bc2));
         const T decay = decoupled_ ? T(1) - lr * wd : T(1);  // AdamW: p *= 1 - lr wd
@@ -107,7 +103,6 @@ void Adam::step() {
           pp[i] -= step_size * mp[i] / (std::sqrt(vv) * inv_sqrt_bc2 + eps);
         }
       });
-      ++p.impl()->storage->version;
     }
   }
 }

@@ -107,6 +107,40 @@ Tensor record(std::string_view name, const std::vector<Tensor>& inputs, Tensor r
   return record_node(name, inputs, std::move(result), BackwardFn(std::forward<F>(backward)));
 }
 
+/// Whether a fused op's backward runs its hand-written kernel on this thread: only while backward is not
+/// itself recorded (no create_graph) and no CompositeBackwardGuard is active.
+bool use_fused_backward();
+
+/// Makes fused ops run their composite backward formulas on this thread for its scope, so a test can
+/// compare the fused kernels with them.
+class CompositeBackwardGuard {
+ public:
+  CompositeBackwardGuard();
+  ~CompositeBackwardGuard();
+  CompositeBackwardGuard(const CompositeBackwardGuard&) = delete;
+  CompositeBackwardGuard& operator=(const CompositeBackwardGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// Records a fused op: `rule.fused(g)` is its first-order backward kernel, `rule.composite(g)` the same
+/// derivative in Tensor ops, which runs when the backward is recorded (create_graph) so the op stays
+/// differentiable to any order. Both return one gradient per input.
+///
+///   struct SoftmaxRule {
+///     Saved y;
+///     std::vector<Tensor> fused(const Tensor& g) const;      // one pass per row
+///     std::vector<Tensor> composite(const Tensor& g) const;  // y (g - sum(g y))
+///   };
+///   return record_fused("softmax", {x}, y, SoftmaxRule{Saved::output(y)});
+template <class Rule>
+Tensor record_fused(std::string_view name, std::initializer_list<Tensor> inputs, Tensor result, Rule rule) {
+  return record(name, inputs, std::move(result), [r = std::move(rule)](const Tensor& g) {
+    return use_fused_backward() ? r.fused(g) : r.composite(g);
+  });
+}
+
 /// A tensor kept for backward, with the version it had when saved: backward refuses to use it if it was
 /// modified in place since. Save an op's own output with Saved::output, which keeps no graph reference.
 class Saved {

@@ -42,6 +42,8 @@ Tensor erf(const Tensor& x);
 Tensor relu(const Tensor& x);
 /// GELU: exact x * Phi(x) by default, or GPT-2's tanh approximation.
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
+/// x * sigmoid(x) (also called swish).
+Tensor silu(const Tensor& x);
 /// Limits values to [lo, hi]; pass -inf/inf for a one-sided clamp.
 Tensor clamp(const Tensor& x, double lo, double hi);
 Tensor clamp_min(const Tensor& x, double lo);

@@ -5,7 +5,7 @@
 #include "../internal.hpp"
 
 namespace xg {
-using namespace detail;
+using namespace kernel;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 
@@ -190,7 +190,7 @@ Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const
 }
 
 /// gather's backward: g scattered into zeros of the input's shape, without copying the zeros first.
-Tensor detail::gather_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
+Tensor kernel::gather_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
   Tensor out = zeros(xs, {g.dtype()});
   scatter_add_kernel(out, d, index, g);
   return record("gather_backward", {g}, out, [d, index](const Tensor& gg) {

@@ -1,24 +1,11 @@
 // matmul on BLAS gemm. Transposed operands are passed to gemm as transpose flags with their leading
 // dimension, never copied; a (B, T, C) @ (C, D) product is one gemm over B*T rows.
-#include <cblas.h>
-
 #include "../internal.hpp"
 
 namespace xg {
-using namespace detail;
+using namespace kernel;
 using autograd::record;
 using Grads = std::vector<Tensor>;
-
-void detail::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
-void detail::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
-                  std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, int(m), int(n), int(k),
-              alpha, a, int(lda), b, int(ldb), beta, c, int(ldc));
-}
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include "../internal.hpp"
 
 namespace xg {
-using namespace detail;
+using namespace kernel;
 using autograd::record;
 using Grads = std::vector<Tensor>;
 

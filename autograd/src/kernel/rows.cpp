@@ -1,25 +1,26 @@
 // Vectorised row helpers shared by the fused kernels (softmax, layer_norm, cross_entropy, attention).
-#pragma once
-
+// Compiled once here with xsimd for this CPU, so the public kernel header stays free of xsimd.
 #include <xsimd/xsimd.hpp>
 
 #include <cmath>
-#include <cstdint>
 #include <limits>
 
-namespace xg::nn::functional {
+#include "xgrad/kernel.hpp"
 
+namespace xg::kernel {
+
+namespace {
 template <class T>
-T row_max(const T* x, std::int64_t n) {
+T max_of(const T* x, std::int64_t n) {
   T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
   for (std::int64_t i = 0; i < n; ++i) m = m > x[i] ? m : x[i];
   return m;
 }
 
-/// y = exp(x - shift); returns sum(y). xsimd batches: 17-34x faster than scalar std::exp.
+/// xsimd batches: 17-34x faster than scalar std::exp.
 template <class T>
-T exp_shift_sum(const T* x, T* y, std::int64_t n, T shift) {
+T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
   using B = xsimd::batch<T>;
   constexpr std::int64_t W = B::size;
   B acc(T(0)), s(shift);
@@ -42,7 +43,7 @@ T exp_shift_sum(const T* x, T* y, std::int64_t n, T shift) {
 }
 
 template <class T>
-T row_dot(const T* a, const T* b, std::int64_t n) {
+T dot_of(const T* a, const T* b, std::int64_t n) {
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (std::int64_t i = 0; i < n; ++i) s += a[i] * b[i];
@@ -50,11 +51,21 @@ T row_dot(const T* a, const T* b, std::int64_t n) {
 }
 
 template <class T>
-T row_sum(const T* a, std::int64_t n) {
+T sum_of(const T* a, std::int64_t n) {
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (std::int64_t i = 0; i < n; ++i) s += a[i];
   return s;
 }
+}  // namespace
 
-}  // namespace xg::nn::functional
+float row_max(const float* x, std::int64_t n) { return max_of(x, n); }
+double row_max(const double* x, std::int64_t n) { return max_of(x, n); }
+float exp_shift_sum(const float* x, float* y, std::int64_t n, float shift) { return exp_shift_sum_of(x, y, n, shift); }
+double exp_shift_sum(const double* x, double* y, std::int64_t n, double shift) { return exp_shift_sum_of(x, y, n, shift); }
+float row_dot(const float* a, const float* b, std::int64_t n) { return dot_of(a, b, n); }
+double row_dot(const double* a, const double* b, std::int64_t n) { return dot_of(a, b, n); }
+float row_sum(const float* a, std::int64_t n) { return sum_of(a, n); }
+double row_sum(const double* a, std::int64_t n) { return sum_of(a, n); }
+
+}  // namespace xg::kernel

@@ -1,0 +1,183 @@
+// xgrad: what an op's kernel needs, for built-in ops, nn, optim and users' own ops alike: checked sizes,
+// dtype dispatch, raw data pointers (the writing one bumps the version), strided iteration, GEMM and
+// vectorised row helpers. xtensor-free: kernels that want xtensor include it in their own .cpp file.
+//
+//   Tensor my_square(const Tensor& x) {
+//     Tensor y = xg::empty(x.shape(), {x.dtype()});
+//     xg::kernel::dispatch_float(x.dtype(), "my_square", [&]<class T>() {
+//       const T* a = xg::kernel::ptr<T>(xg::kernel::contiguous_data(x));
+//       T* out = xg::kernel::ptr<T>(y);
+//       for (std::int64_t i = 0; i < x.numel(); ++i) out[i] = a[i] * a[i];
+//     });
+//     return xg::autograd::record("my_square", {x}, y, [sx = xg::autograd::Saved(x)](const Tensor& g) {
+//       return std::vector<Tensor>{g * 2.0 * sx.get()};  // d/dx x^2 = 2x
+//     });
+//   }
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <utility>
+
+#include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
+#include "xgrad/ops.hpp"
+#include "xgrad/tensor.hpp"
+
+namespace xg::kernel {
+
+// ---- dtypes ----
+
+/// Runs f.template operator()<T>() with T the C++ type of dtype, for float32/float64 only.
+template <class F>
+decltype(auto) dispatch_float(DType dt, std::string_view op, F&& f) {
+  switch (dt) {
+    case DType::float32: return f.template operator()<float>();
+    case DType::float64: return f.template operator()<double>();
+    default: fail("{}: expected a floating-point tensor (float32 or float64), got {}", op, dtype_name(dt));
+  }
+}
+/// Same, including int64.
+template <class F>
+decltype(auto) dispatch_all(DType dt, F&& f) {
+  switch (dt) {
+    case DType::float32: return f.template operator()<float>();
+    case DType::float64: return f.template operator()<double>();
+    default: return f.template operator()<std::int64_t>();
+  }
+}
+
+template <class T> constexpr DType dtype_of();
+template <> constexpr DType dtype_of<float>() { return DType::float32; }
+template <> constexpr DType dtype_of<double>() { return DType::float64; }
+template <> constexpr DType dtype_of<std::int64_t>() { return DType::int64; }
+
+/// Throws unless both dtypes are equal.
+void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op);
+
+// ---- sizes: every product of sizes goes through these, so an impossible size is an error, not a wrap ----
+
+/// a * b for non-negative sizes, or an error naming `what` if it does not fit in int64.
+std::int64_t checked_mul(std::int64_t a, std::int64_t b, std::string_view what);
+/// Number of elements of a shape (checked: negative sizes and overflow are errors).
+std::int64_t numel_of(const Shape& s);
+/// Row-major strides of a shape.
+Shape contiguous_strides(const Shape& s);
+/// Wraps a negative dim and checks it is in range for a tensor of `ndim` dims.
+std::int64_t wrap_dim(std::int64_t dim, std::int64_t ndim, std::string_view op, const Shape& shape);
+/// Shape two shapes broadcast to, or a clear error naming op.
+Shape broadcast_shapes(const Shape& a, const Shape& b, std::string_view op);
+/// Strides that read `t` as if it had been broadcast to `shape` (0 along broadcast dims).
+Shape broadcast_strides(const Tensor& t, const Shape& shape);
+
+// ---- data ----
+
+/// Pointer to a tensor's first element as T, for reading it or for filling a tensor the op just made.
+/// Unchecked: dispatch on the dtype first.
+template <class T>
+T* ptr(const Tensor& t) {
+  return static_cast<T*>(t.impl()->storage->data) + t.offset();
+}
+/// Pointer for changing an existing tensor in place: bumps its version, so a backward rule that saved
+/// the tensor refuses to use the changed values.
+template <class T>
+T* write_ptr(const Tensor& t) {
+  ++t.impl()->storage->version;
+  return ptr<T>(t);
+}
+/// x itself if contiguous, else a contiguous copy that records nothing (for kernels that read flat data).
+Tensor contiguous_data(const Tensor& x);
+/// A view sharing storage with new shape/strides/offset, no graph.
+Tensor make_view(const Tensor& base, Shape shape, Shape strides, std::int64_t offset);
+
+/// Calls f(offsets, n, inner_strides) for each innermost row of `shape`, with K operands read through
+/// their own strides (in elements). Adjacent dims that are contiguous for every operand are merged, so
+/// the common contiguous case is a single call with n = numel.
+template <std::size_t K, class F>
+void strided_loop(const Shape& shape, const std::array<const Shape*, K>& strides,
+                  const std::array<std::int64_t, K>& base, F&& f) {
+  for (auto s : shape)
+    if (s == 0) return;
+  // Merge dims (from the innermost out) while every operand stays linear across them.
+  std::array<std::int64_t, 16> sz{};
+  std::array<std::array<std::int64_t, 16>, K> st{};
+  int m = 0;
+  for (std::size_t d = shape.size(); d-- > 0;) {
+    if (shape[d] == 1) continue;
+    bool merge = m > 0;
+    for (std::size_t k = 0; k < K && merge; ++k)
+      if ((*strides[k])[d] != st[k][m - 1] * sz[m - 1]) merge = false;
+    if (merge) {
+      sz[m - 1] *= shape[d];
+      continue;
+    }
+    if (m == 16) fail("xgrad supports at most 16 non-trivial dims, got shape {}", shape_str(shape));
+    sz[m] = shape[d];
+    for (std::size_t k = 0; k < K; ++k) st[k][m] = (*strides[k])[d];
+    ++m;
+  }
+  std::array<std::int64_t, K> inner{};
+  if (m == 0) {  // 0-d, or every dim of size 1
+    f(base, std::int64_t{1}, inner);
+    return;
+  }
+  for (std::size_t k = 0; k < K; ++k) inner[k] = st[k][0];
+  std::array<std::int64_t, 16> idx{};
+  std::array<std::int64_t, K> off = base;
+  while (true) {
+    f(off, sz[0], inner);
+    int d = 1;
+    for (; d < m; ++d) {  // odometer over the outer dims
+      ++idx[d];
+      for (std::size_t k = 0; k < K; ++k) off[k] += st[k][d];
+      if (idx[d] < sz[d]) break;
+      for (std::size_t k = 0; k < K; ++k) off[k] -= st[k][d] * sz[d];
+      idx[d] = 0;
+    }
+    if (d >= m) return;
+  }
+}
+
+/// Copies any strided tensor of T into a contiguous buffer.
+template <class T>
+void copy_to_contiguous(const Tensor& src, T* dst) {
+  const T* s = static_cast<const T*>(src.impl()->storage->data);
+  Shape cs = contiguous_strides(src.shape());
+  strided_loop<2>(src.shape(), {&src.strides(), &cs}, {src.offset(), 0},
+                  [&](const std::array<std::int64_t, 2>& o, std::int64_t n, const std::array<std::int64_t, 2>& in) {
+                    if (in[0] == 1) {
+                      std::memcpy(dst + o[1], s + o[0], sizeof(T) * static_cast<std::size_t>(n));
+                    } else {
+                      for (std::int64_t i = 0; i < n; ++i) dst[o[1] + i] = s[o[0] + i * in[0]];
+                    }
+                  });
+}
+
+// ---- GEMM and row helpers (compiled once in the library, vectorised for this CPU) ----
+
+/// Row-major C = alpha op(A) op(B) + beta C, op = transpose when ta / tb.
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
+          std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
+
+/// max of x[0, n) (-inf when n = 0).
+float row_max(const float* x, std::int64_t n);
+double row_max(const double* x, std::int64_t n);
+/// y = exp(x - shift) over n elements (y may alias x); returns sum(y).
+float exp_shift_sum(const float* x, float* y, std::int64_t n, float shift);
+double exp_shift_sum(const double* x, double* y, std::int64_t n, double shift);
+/// sum of a[i] * b[i].
+float row_dot(const float* a, const float* b, std::int64_t n);
+double row_dot(const double* a, const double* b, std::int64_t n);
+/// sum of a[i].
+float row_sum(const float* a, std::int64_t n);
+double row_sum(const double* a, std::int64_t n);
+
+/// Rows and row length of x seen as [rows, n] over its last dim (a 0-d tensor is one row of one).
+std::pair<std::int64_t, std::int64_t> rows_of(const Tensor& x);
+
+}  // namespace xg::kernel

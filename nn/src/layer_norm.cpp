@@ -1,0 +1,124 @@
+// layer_norm over the last dim: one fused pass per row forward (keeping each row's mean and 1/std) and
+// backward, with the composite formula as the create_graph path.
+#include <cmath>
+
+#include "xgrad/kernel.hpp"
+#include "xgrad/nn/functional.hpp"
+
+namespace xg::nn::functional {
+using namespace xg::kernel;
+using autograd::Saved;
+using Grads = std::vector<Tensor>;
+
+namespace {
+
+/// x [rows, n] -> y [rows, n], mean and rstd [rows]: y = (x - mean) rstd w + b.
+template <class T>
+void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, std::int64_t rows,
+                        std::int64_t n, T eps) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * n;
+    T* yr = y + r * n;
+    T mu = row_sum(xr, n) / T(n);
+    T var = 0;
+#pragma omp simd reduction(+ : var)
+    for (std::int64_t i = 0; i < n; ++i) var += (xr[i] - mu) * (xr[i] - mu);
+    T rs = T(1) / std::sqrt(var / T(n) + eps);
+    mean[r] = mu;
+    rstd[r] = rs;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      T v = (xr[i] - mu) * rs;
+      yr[i] = (w ? v * w[i] : v) + (b ? b[i] : T(0));
+    }
+  }
+}
+
+/// g, x [rows, n] -> dx [rows, n]; dw, db [n] accumulated (either may be null):
+/// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w.
+template <class T>
+void layer_norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
+                         std::int64_t rows, std::int64_t n) {
+  std::vector<T> xhat(static_cast<std::size_t>(n)), dxhat(static_cast<std::size_t>(n));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * n;
+    const T* gr = g + r * n;
+    T* dr = dx + r * n;
+    const T mu = mean[r], rs = rstd[r];
+    T m1 = 0, m2 = 0;
+#pragma omp simd reduction(+ : m1, m2)
+    for (std::int64_t i = 0; i < n; ++i) {
+      xhat[i] = (xr[i] - mu) * rs;
+      dxhat[i] = w ? gr[i] * w[i] : gr[i];
+      m1 += dxhat[i];
+      m2 += dxhat[i] * xhat[i];
+    }
+    m1 /= T(n);
+    m2 /= T(n);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) dr[i] = rs * (dxhat[i] - m1 - xhat[i] * m2);
+    if (dw)
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) dw[i] += gr[i] * xhat[i];
+    if (db)
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) db[i] += gr[i];
+  }
+}
+
+struct LayerNormRule {
+  Saved x, w, b;
+  Tensor mean, rstd;  // [rows], from the forward pass
+  double eps;
+
+  Grads fused(const Tensor& g) const {
+    const Tensor &xv = x.get(), &wv = w.get(), &bv = b.get();
+    return dispatch_float(xv.dtype(), "layer_norm_backward", [&]<class T>() {
+      auto [rows, n] = rows_of(xv);
+      Tensor xc = contiguous_data(xv), gc = contiguous_data(g), wc = wv.defined() ? contiguous_data(wv) : Tensor();
+      Tensor dx = empty(xv.shape(), {xv.dtype()});
+      Tensor dw = wv.defined() ? zeros(wv.shape(), {xv.dtype()}) : Tensor();
+      Tensor db = bv.defined() ? zeros(bv.shape(), {xv.dtype()}) : Tensor();
+      layer_norm_backward<T>(ptr<T>(gc), ptr<T>(xc), wc.defined() ? ptr<T>(wc) : nullptr, ptr<T>(mean), ptr<T>(rstd),
+                             ptr<T>(dx), dw.defined() ? ptr<T>(dw) : nullptr, db.defined() ? ptr<T>(db) : nullptr, rows, n);
+      return Grads{dx, dw, db};
+    });
+  }
+  Grads composite(const Tensor& g) const {
+    const Tensor &xv = x.get(), &wv = w.get(), &bv = b.get();
+    Tensor xc = xv - last_mean(xv);
+    Tensor rs = rsqrt(last_mean(xc * xc) + eps);
+    Tensor xhat = xc * rs;
+    Tensor dxhat = wv.defined() ? g * wv : g;
+    Tensor dx = rs * (dxhat - last_mean(dxhat) - xhat * last_mean(dxhat * xhat));
+    return {dx, wv.defined() ? sum_to(g * xhat, wv.shape()) : Tensor(), bv.defined() ? sum_to(g, bv.shape()) : Tensor()};
+  }
+  static Tensor last_mean(const Tensor& t) { return xg::mean(t, {-1}, true); }
+};
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  XG_CHECK(x.dim() >= 1, "layer_norm: expected at least 1 dim, got a 0-d tensor");
+  const std::int64_t c = x.shape().back();
+  for (const Tensor* p : {&weight, &bias})
+    if (p->defined()) {
+      check_same_dtype(x, *p, "layer_norm");
+      XG_CHECK(p->shape() == Shape{c}, "layer_norm: {} has shape {}, expected [{}] to match input {}",
+               p == &weight ? "weight" : "bias", shape_str(p->shape()), c, shape_str(x.shape()));
+    }
+  auto [rows, n] = rows_of(x);
+  Tensor mean = empty({rows}, {x.dtype()}), rstd = empty({rows}, {x.dtype()});
+  Tensor y = empty(x.shape(), {x.dtype()});
+  dispatch_float(x.dtype(), "layer_norm", [&]<class T>() {
+    // Held here: a strided weight's contiguous copy must outlive the kernel that reads it.
+    Tensor xc = contiguous_data(x), wc = weight.defined() ? contiguous_data(weight) : Tensor(),
+           bc = bias.defined() ? contiguous_data(bias) : Tensor();
+    layer_norm_forward<T>(ptr<T>(xc), wc.defined() ? ptr<T>(wc) : nullptr, bc.defined() ? ptr<T>(bc) : nullptr,
+                          ptr<T>(y), ptr<T>(mean), ptr<T>(rstd), rows, n, T(eps));
+  });
+  return autograd::record_fused("layer_norm", {x, weight, bias}, y,
+                                LayerNormRule{Saved(x), Saved(weight), Saved(bias), mean, rstd, eps});
+}
+
+}  // namespace xg::nn::functional
