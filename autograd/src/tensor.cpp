@@ -19,7 +19,7 @@ Tensor kernel::make_view(const Tensor& base, Shape shape, Shape strides, std::in
 // Tensor accessors
 
 const TensorImpl& Tensor::checked() const {
-  if (!impl_) throw Error("xgrad: use of an undefined Tensor (default-constructed, or a gradient that was never computed)");
+  if (!impl_) fail("xgrad: use of an undefined Tensor (default-constructed, or a gradient that was never computed)");
   return *impl_;
 }
 DType Tensor::dtype() const { return checked().dtype; }

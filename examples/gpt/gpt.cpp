@@ -1,5 +1,7 @@
 #include "gpt.hpp"
 
+#include <xgrad/check.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -18,7 +20,7 @@ std::int64_t GPTConfig::layer_window(std::int64_t i) const {
 }
 
 void GPTConfig::validate() const {
-  auto bad = [](const std::string& why) { throw xg::Error("GPT config: " + why); };
+  auto bad = [](const std::string& why) { xg::fail("GPT config: {}", why); };
   if (vocab_size <= 0 || block_size <= 0 || n_layer <= 0 || n_head <= 0 || n_embd <= 0)
     bad("vocab_size, block_size, n_layer, n_head and n_embd must be positive");
   if (n_embd % n_head != 0) bad(fmt::format("n_embd {} must be a multiple of n_head {}", n_embd, n_head));
@@ -51,7 +53,7 @@ GPTConfig GPTConfig::from_json(const std::string& text) {
     c.window = j.value("window", std::int64_t{0});
     c.attention = j.value("attention", std::string("dense"));
   } catch (const nlohmann::json::exception& e) {
-    throw xg::Error(std::string("GPT config: cannot read the stored config: ") + e.what());
+    xg::fail("GPT config: cannot read the stored config: {}", e.what());
   }
   c.validate();
   return c;
@@ -119,14 +121,14 @@ Tensor GPT::forward(const Tensor& idx) {
 
 Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache, bool last_only) {
   if (idx.dtype() != xg::int64 || idx.dim() != 2)
-    throw xg::Error(fmt::format("GPT: expected int64 token ids [B, T], got {} {}", xg::dtype_name(idx.dtype()),
-                                xg::shape_str(idx.shape())));
+    xg::fail("GPT: expected int64 token ids [B, T], got {} {}", xg::dtype_name(idx.dtype()),
+                                xg::shape_str(idx.shape()));
   const bool cached = !cache.empty();
   if (cached && cache.size() != transformer->h->size())
-    throw xg::Error(fmt::format("GPT: the cache has {} layers, the model {}", cache.size(), transformer->h->size()));
+    xg::fail("GPT: the cache has {} layers, the model {}", cache.size(), transformer->h->size());
   const std::int64_t past = cached ? cache[0].size() : 0, t = idx.shape()[1];
   if (past + t > config_.block_size)
-    throw xg::Error(fmt::format("GPT: a sequence of {} tokens is longer than block_size {}", past + t, config_.block_size));
+    xg::fail("GPT: a sequence of {} tokens is longer than block_size {}", past + t, config_.block_size);
   Tensor pos = xg::arange(static_cast<double>(past), static_cast<double>(past + t), 1.0, {xg::int64});
   Tensor x = transformer->wte->forward(idx) + transformer->wpe->forward(pos);  // [B, T, C] + [T, C]
   x = F::dropout(x, config_.dropout, is_training());
@@ -183,8 +185,8 @@ std::vector<std::int64_t> generate(GPT& model, std::vector<std::int64_t> tokens,
   const auto& c = model.config();
   for (auto t : tokens)
     if (t < 0 || t >= c.vocab_size)
-      throw xg::Error(fmt::format("generate: token id {} is outside the vocabulary of {}", t, c.vocab_size));
-  if (tokens.empty()) throw xg::Error("generate: the prompt is empty; give at least one token");
+      xg::fail("generate: token id {} is outside the vocabulary of {}", t, c.vocab_size);
+  if (tokens.empty()) xg::fail("generate: the prompt is empty; give at least one token");
   xg::Generator gen(o.seed);
   std::vector<nn::KVCache> cache(static_cast<std::size_t>(c.n_layer));
   for (std::int64_t i = 0; i < o.max_new_tokens; ++i) {

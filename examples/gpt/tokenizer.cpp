@@ -1,5 +1,7 @@
 #include "tokenizer.hpp"
 
+#include <xgrad/check.hpp>
+
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
 #include <pcre2.h>
@@ -19,14 +21,14 @@ std::vector<char32_t> utf8_decode(const std::string& s) {
   for (std::size_t i = 0; i < s.size();) {
     auto b = static_cast<unsigned char>(s[i]);
     int len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 0;
-    if (len == 0 || i + len > s.size()) throw xg::Error(fmt::format("invalid UTF-8 at byte {}", i));
+    if (len == 0 || i + len > s.size()) xg::fail("invalid UTF-8 at byte {}", i);
     char32_t c = len == 1 ? b : b & (0xff >> (len + 1));
     for (int k = 1; k < len; ++k) {
       auto cb = static_cast<unsigned char>(s[i + k]);
-      if ((cb & 0xc0) != 0x80) throw xg::Error(fmt::format("invalid UTF-8 at byte {}", i + k));
+      if ((cb & 0xc0) != 0x80) xg::fail("invalid UTF-8 at byte {}", i + k);
       c = (c << 6) | (cb & 0x3f);
     }
-    if (c > 0x10ffff) throw xg::Error(fmt::format("invalid UTF-8 at byte {}", i));
+    if (c > 0x10ffff) xg::fail("invalid UTF-8 at byte {}", i);
     out.push_back(c);
     i += static_cast<std::size_t>(len);
   }
@@ -72,13 +74,13 @@ CharTokenizer CharTokenizer::from_json(const std::string& json) {
   try {
     for (auto& s : nlohmann::json::parse(json)) {
       auto cps = utf8_decode(s.get<std::string>());
-      if (cps.size() != 1) throw xg::Error("each vocabulary entry must be one character");
+      if (cps.size() != 1) xg::fail("each vocabulary entry must be one character");
       t.chars_.push_back(cps[0]);
     }
   } catch (const nlohmann::json::exception& e) {
-    throw xg::Error(std::string("char tokenizer: cannot read the vocabulary: ") + e.what());
+    xg::fail("char tokenizer: cannot read the vocabulary: {}", e.what());
   }
-  if (t.chars_.empty()) throw xg::Error("char tokenizer: the vocabulary is empty");
+  if (t.chars_.empty()) xg::fail("char tokenizer: the vocabulary is empty");
   char32_t top = *std::max_element(t.chars_.begin(), t.chars_.end());
   t.ids_.assign(top + 1, -1);
   for (std::size_t i = 0; i < t.chars_.size(); ++i) t.ids_[t.chars_[i]] = static_cast<std::int32_t>(i);
@@ -95,8 +97,8 @@ std::vector<std::int64_t> CharTokenizer::encode(const std::string& utf8) const {
   std::vector<std::int64_t> out;
   for (char32_t c : utf8_decode(utf8)) {
     if (c >= ids_.size() || ids_[c] < 0)
-      throw xg::Error(fmt::format("char tokenizer: \"{}\" (U+{:04X}) is not in the vocabulary of {} characters",
-                                  utf8_encode(c), static_cast<std::uint32_t>(c), chars_.size()));
+      xg::fail("char tokenizer: \"{}\" (U+{:04X}) is not in the vocabulary of {} characters",
+                                  utf8_encode(c), static_cast<std::uint32_t>(c), chars_.size());
     out.push_back(ids_[c]);
   }
   return out;
@@ -110,7 +112,7 @@ std::string CharTokenizer::decode(const std::vector<std::int64_t>& ids) const {
   std::string out;
   for (auto id : ids) {
     if (id < 0 || id >= vocab_size())
-      throw xg::Error(fmt::format("char tokenizer: token id {} is outside the vocabulary of {}", id, vocab_size()));
+      xg::fail("char tokenizer: token id {} is outside the vocabulary of {}", id, vocab_size());
     out += utf8_encode(chars_[static_cast<std::size_t>(id)]);
   }
   return out;
@@ -127,7 +129,7 @@ constexpr const char* kPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw xg::Error(fmt::format("GPT-2 tokenizer: cannot read {}", path));
+  if (!in) xg::fail("GPT-2 tokenizer: cannot read {}", path);
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
@@ -148,26 +150,26 @@ GPT2Tokenizer::GPT2Tokenizer(const std::string& encoder_json, const std::string&
     decoder_.resize(j.size());
     for (auto& [tok, id] : j.items()) {
       auto i = id.get<std::int64_t>();
-      if (i < 0 || i >= static_cast<std::int64_t>(j.size())) throw xg::Error(fmt::format("id {} out of range", i));
+      if (i < 0 || i >= static_cast<std::int64_t>(j.size())) xg::fail("id {} out of range", i);
       encoder_[tok] = i;
       decoder_[static_cast<std::size_t>(i)] = tok;
     }
   } catch (const std::exception& e) {
-    throw xg::Error(std::string("GPT-2 tokenizer: encoder.json is not valid: ") + e.what());
+    xg::fail("GPT-2 tokenizer: encoder.json is not valid: {}", e.what());
   }
   std::istringstream merges(vocab_bpe);
   std::string line;
   int rank = 0;
   while (std::getline(merges, line)) {
     if (line.empty() || line.rfind("#version", 0) == 0) continue;
-    if (line.find(' ') == std::string::npos) throw xg::Error(fmt::format("GPT-2 tokenizer: bad merge line \"{}\"", line));
+    if (line.find(' ') == std::string::npos) xg::fail("GPT-2 tokenizer: bad merge line \"{}\"", line);
     ranks_.emplace(line, rank++);
   }
-  if (encoder_.size() < 256 || ranks_.empty()) throw xg::Error("GPT-2 tokenizer: encoder.json or vocab.bpe is empty");
+  if (encoder_.size() < 256 || ranks_.empty()) xg::fail("GPT-2 tokenizer: encoder.json or vocab.bpe is empty");
   int err = 0;
   PCRE2_SIZE off = 0;
   regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
-  if (!regex_) throw xg::Error(fmt::format("GPT-2 tokenizer: cannot compile the pattern (error {} at {})", err, off));
+  if (!regex_) xg::fail("GPT-2 tokenizer: cannot compile the pattern (error {} at {})", err, off);
 }
 
 GPT2Tokenizer::~GPT2Tokenizer() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
@@ -211,7 +213,7 @@ std::vector<std::int64_t> GPT2Tokenizer::bpe(const std::string& piece) const {
   std::vector<std::int64_t> ids;
   for (auto& p : parts) {
     auto it = encoder_.find(p);
-    if (it == encoder_.end()) throw xg::Error(fmt::format("GPT-2 tokenizer: no id for the symbol \"{}\"", p));
+    if (it == encoder_.end()) xg::fail("GPT-2 tokenizer: no id for the symbol \"{}\"", p);
     ids.push_back(it->second);
   }
   if (cache_.size() < 100000) cache_.emplace(piece, ids);
@@ -245,7 +247,7 @@ std::string GPT2Tokenizer::decode(const std::vector<std::int64_t>& ids) const {
   std::string out;
   for (auto id : ids) {
     if (id < 0 || id >= vocab_size())
-      throw xg::Error(fmt::format("GPT-2 tokenizer: token id {} is outside the vocabulary of {}", id, vocab_size()));
+      xg::fail("GPT-2 tokenizer: token id {} is outside the vocabulary of {}", id, vocab_size());
     for (char32_t c : utf8_decode(decoder_[static_cast<std::size_t>(id)])) out += static_cast<char>(unicode_to_byte_.at(utf8_encode(c)));
   }
   return out;
@@ -254,13 +256,13 @@ std::string GPT2Tokenizer::decode(const std::vector<std::int64_t>& ids) const {
 std::shared_ptr<Tokenizer> tokenizer_from_metadata(const std::map<std::string, std::string>& meta) {
   auto get = [&](const char* k) {
     auto it = meta.find(k);
-    if (it == meta.end()) throw xg::Error(fmt::format("the checkpoint has no \"{}\" metadata", k));
+    if (it == meta.end()) xg::fail("the checkpoint has no \"{}\" metadata", k);
     return it->second;
   };
   std::string type = meta.count("tokenizer_type") ? meta.at("tokenizer_type") : "char";
   if (type == "char") return std::make_shared<CharTokenizer>(CharTokenizer::from_json(get("tokenizer")));
   if (type == "gpt2") return std::make_shared<GPT2Tokenizer>(get("tokenizer_encoder"), get("tokenizer_merges"));
-  throw xg::Error(fmt::format("unknown tokenizer type \"{}\" in the checkpoint", type));
+  xg::fail("unknown tokenizer type \"{}\" in the checkpoint", type);
 }
 
 }  // namespace gpt

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 #include "xgrad/format.hpp"
 #include "xgrad/gradcheck.hpp"
 #include "xgrad/nn/functional.hpp"

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 #include "xgrad/ops.hpp"
 
 namespace xg::nn::init {
@@ -18,7 +19,7 @@ void assign(const Tensor& t, const Tensor& values) {
 }
 
 std::pair<double, double> fans(const Tensor& t, const char* op) {
-  if (t.dim() < 2) throw Error(fmt::format("{}: needs a tensor with at least 2 dims, got {}", op, shape_str(t.shape())));
+  if (t.dim() < 2) fail("{}: needs a tensor with at least 2 dims, got {}", op, shape_str(t.shape()));
   double receptive = 1;
   for (std::int64_t i = 2; i < t.dim(); ++i) receptive *= static_cast<double>(t.size(i));
   return {static_cast<double>(t.size(1)) * receptive, static_cast<double>(t.size(0)) * receptive};
@@ -27,13 +28,13 @@ std::pair<double, double> fans(const Tensor& t, const char* op) {
 double kaiming_std(const Tensor& t, double a, const std::string& mode, const std::string& nl, const char* op) {
   auto [fan_in, fan_out] = fans(t, op);
   if (mode != "fan_in" && mode != "fan_out")
-    throw Error(fmt::format("{}: mode must be \"fan_in\" or \"fan_out\", got \"{}\"", op, mode));
+    fail("{}: mode must be \"fan_in\" or \"fan_out\", got \"{}\"", op, mode);
   double gain;
   if (nl == "relu") gain = std::sqrt(2.0);
   else if (nl == "leaky_relu") gain = std::sqrt(2.0 / (1.0 + a * a));
   else if (nl == "linear" || nl == "sigmoid") gain = 1.0;
   else if (nl == "tanh") gain = 5.0 / 3.0;
-  else throw Error(fmt::format("{}: unknown nonlinearity \"{}\"", op, nl));
+  else fail("{}: unknown nonlinearity \"{}\"", op, nl);
   return gain / std::sqrt(mode == "fan_in" ? fan_in : fan_out);
 }
 }  // namespace

@@ -5,12 +5,13 @@
 #include <cmath>
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 #include "xgrad/nn/init.hpp"
 
 namespace xg::nn {
 
 LayerNorm::LayerNorm(const LayerNormOptions& o) : Module("LayerNorm"), options_(o) {
-  if (o.size_ <= 0) throw Error(fmt::format("LayerNorm: normalized size must be positive, got {}", o.size_));
+  if (o.size_ <= 0) fail("LayerNorm: normalized size must be positive, got {}", o.size_);
   if (o.elementwise_affine_) {
     weight = register_parameter("weight", ones({o.size_}, {o.dtype_}));
     if (o.bias_) bias = register_parameter("bias", zeros({o.size_}, {o.dtype_}));
@@ -18,8 +19,8 @@ LayerNorm::LayerNorm(const LayerNormOptions& o) : Module("LayerNorm"), options_(
 }
 Tensor LayerNorm::forward(const Tensor& x) {
   if (x.dim() == 0 || x.shape().back() != options_.size_)
-    throw Error(fmt::format("LayerNorm: input {} does not end in the normalized size {}", shape_str(x.shape()),
-                            options_.size_));
+    fail("LayerNorm: input {} does not end in the normalized size {}", shape_str(x.shape()),
+                            options_.size_);
   return functional::layer_norm(x, weight, bias, options_.eps_);
 }
 std::string LayerNorm::extra_repr() const {
@@ -29,7 +30,7 @@ std::string LayerNorm::extra_repr() const {
 
 Embedding::Embedding(const EmbeddingOptions& o, Generator* gen) : Module("Embedding"), options_(o) {
   if (o.num_ <= 0 || o.dim_ <= 0)
-    throw Error(fmt::format("Embedding: sizes must be positive, got {} x {}", o.num_, o.dim_));
+    fail("Embedding: sizes must be positive, got {} x {}", o.num_, o.dim_);
   weight = register_parameter("weight", empty({o.num_, o.dim_}, {o.dtype_}));
   init::normal_(weight, 0.0, 1.0, gen);
 }
@@ -37,7 +38,7 @@ Tensor Embedding::forward(const Tensor& ids) { return functional::embedding(ids,
 std::string Embedding::extra_repr() const { return fmt::format("{}, {}", options_.num_, options_.dim_); }
 
 Dropout::Dropout(double p, Generator* gen) : Module("Dropout"), p_(p), gen_(gen) {
-  if (p < 0.0 || p > 1.0) throw Error(fmt::format("Dropout: probability must be in [0, 1], got {}", p));
+  if (p < 0.0 || p > 1.0) fail("Dropout: probability must be in [0, 1], got {}", p);
 }
 Tensor Dropout::forward(const Tensor& x) { return functional::dropout(x, p_, is_training(), gen_); }
 std::string Dropout::extra_repr() const { return fmt::format("p={}", p_); }
@@ -69,14 +70,14 @@ bool ModuleDict::contains(const std::string& name) const {
 const std::shared_ptr<Module>& ModuleDict::operator[](const std::string& name) const {
   for (auto& [n, m] : children())
     if (n == name) return m;
-  throw Error(fmt::format("ModuleDict: no module named \"{}\"", name));
+  fail("ModuleDict: no module named \"{}\"", name);
 }
 
 MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& o, Generator* gen)
     : Module("MultiHeadAttention"), options_(o), gen_(gen) {
   if (o.embed_dim_ <= 0 || o.num_heads_ <= 0 || o.embed_dim_ % o.num_heads_ != 0)
-    throw Error(fmt::format("MultiHeadAttention: embed_dim {} must be a positive multiple of num_heads {}",
-                            o.embed_dim_, o.num_heads_));
+    fail("MultiHeadAttention: embed_dim {} must be a positive multiple of num_heads {}",
+                            o.embed_dim_, o.num_heads_);
   c_attn = register_module("c_attn", std::make_shared<Linear>(LinearOptions(o.embed_dim_, 3 * o.embed_dim_).bias(o.bias_).dtype(o.dtype_), gen));
   c_proj = register_module("c_proj", std::make_shared<Linear>(LinearOptions(o.embed_dim_, o.embed_dim_).bias(o.bias_).dtype(o.dtype_), gen));
 }
@@ -84,7 +85,7 @@ MultiHeadAttention::MultiHeadAttention(const MultiHeadAttentionOptions& o, Gener
 Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask, KVCache* cache) {
   const std::int64_t c = options_.embed_dim_, h = options_.num_heads_;
   if (x.dim() != 3 || x.shape()[2] != c)
-    throw Error(fmt::format("MultiHeadAttention: expected input [B, T, {}], got {}", c, shape_str(x.shape())));
+    fail("MultiHeadAttention: expected input [B, T, {}], got {}", c, shape_str(x.shape()));
   const std::int64_t b = x.shape()[0], t = x.shape()[1];
   auto qkv = split(c_attn->forward(x), c, 2);  // 3 x [B, T, C]
   auto heads = [&](const Tensor& z) { return transpose(reshape(z, {b, t, h, c / h}), 1, 2); };  // [B, H, T, D]

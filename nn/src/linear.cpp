@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 #include "xgrad/nn/functional.hpp"
 #include "xgrad/nn/init.hpp"
 
@@ -12,7 +13,7 @@ namespace xg::nn {
 
 Linear::Linear(const LinearOptions& o, Generator* gen) : Module("Linear"), options_(o), gen_(gen) {
   if (o.in_ <= 0 || o.out_ <= 0)
-    throw Error(fmt::format("Linear: in_features and out_features must be positive, got {} and {}", o.in_, o.out_));
+    fail("Linear: in_features and out_features must be positive, got {} and {}", o.in_, o.out_);
   // U(-k, k) with k = 1/sqrt(in_features), PyTorch's default for both weight and bias.
   double k = 1.0 / std::sqrt(static_cast<double>(o.in_));
   weight = register_parameter("weight", empty({o.out_, o.in_}, {o.dtype_}));
@@ -39,10 +40,10 @@ std::string Linear::extra_repr() const {
 }
 
 void Linear::add_lora(const LoRAOptions& o, Generator* gen) {
-  if (lora_A.defined()) throw Error("Linear::add_lora: this layer already has an adapter");
+  if (lora_A.defined()) fail("Linear::add_lora: this layer already has an adapter");
   if (o.rank_ <= 0 || o.rank_ > std::min(options_.in_, options_.out_))
-    throw Error(fmt::format("Linear::add_lora: rank {} must be in [1, {}] for a {}x{} layer", o.rank_,
-                            std::min(options_.in_, options_.out_), options_.out_, options_.in_));
+    fail("Linear::add_lora: rank {} must be in [1, {}] for a {}x{} layer", o.rank_,
+                            std::min(options_.in_, options_.out_), options_.out_, options_.in_);
   lora_ = o;
   gen_ = gen;
   DType dt = weight.dtype();
@@ -85,7 +86,7 @@ int apply_lora(Module& root, const LoRAOptions& options, const std::vector<std::
     lin->add_lora(options, gen);
     ++count;
   }
-  if (count == 0) throw Error("apply_lora: no Linear layer matched the target names");
+  if (count == 0) fail("apply_lora: no Linear layer matched the target names");
   return count;
 }
 

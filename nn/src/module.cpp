@@ -9,14 +9,15 @@
 #include <map>
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 
 namespace xg::nn {
 
 namespace {
 void check_name(const std::string& kind, const std::string& name, const Module& m) {
   if (name.empty() || name.find('.') != std::string::npos)
-    throw Error(fmt::format("register_{}: name \"{}\" must be non-empty and contain no '.' (in {})", kind, name,
-                            m.type_name()));
+    fail("register_{}: name \"{}\" must be non-empty and contain no '.' (in {})", kind, name,
+                            m.type_name());
 }
 template <class List>
 bool has(const List& list, const std::string& name) {
@@ -29,7 +30,7 @@ bool has(const List& list, const std::string& name) {
 Tensor Module::register_parameter(const std::string& name, Tensor value, bool requires_grad) {
   check_name("parameter", name, *this);
   if (has(params_, name) || has(buffers_, name) || has(modules_, name))
-    throw Error(fmt::format("register_parameter: \"{}\" is already registered in {}", name, type_name_));
+    fail("register_parameter: \"{}\" is already registered in {}", name, type_name_);
   if (!value.is_leaf()) value = value.detach();
   if (requires_grad) value.requires_grad_(true);
   params_.emplace_back(name, value);
@@ -40,27 +41,27 @@ void Module::set_parameter(const std::string& name, const Tensor& value) {
   for (auto& [n, t] : params_)
     if (n == name) {
       if (value.shape() != t.shape())
-        throw Error(fmt::format("set_parameter: {} \"{}\" has shape {}, the new tensor {}", type_name_, name,
-                                shape_str(t.shape()), shape_str(value.shape())));
+        fail("set_parameter: {} \"{}\" has shape {}, the new tensor {}", type_name_, name,
+                                shape_str(t.shape()), shape_str(value.shape()));
       t = value;
       return;
     }
-  throw Error(fmt::format("set_parameter: {} has no parameter \"{}\"", type_name_, name));
+  fail("set_parameter: {} has no parameter \"{}\"", type_name_, name);
 }
 
 Tensor Module::register_buffer(const std::string& name, Tensor value) {
   check_name("buffer", name, *this);
   if (has(params_, name) || has(buffers_, name) || has(modules_, name))
-    throw Error(fmt::format("register_buffer: \"{}\" is already registered in {}", name, type_name_));
+    fail("register_buffer: \"{}\" is already registered in {}", name, type_name_);
   buffers_.emplace_back(name, value.detach());
   return buffers_.back().second;
 }
 
 void Module::add_module(const std::string& name, std::shared_ptr<Module> module) {
   check_name("module", name, *this);
-  if (!module) throw Error(fmt::format("register_module: module \"{}\" is null", name));
+  if (!module) fail("register_module: module \"{}\" is null", name);
   if (has(params_, name) || has(buffers_, name) || has(modules_, name))
-    throw Error(fmt::format("register_module: \"{}\" is already registered in {}", name, type_name_));
+    fail("register_module: \"{}\" is already registered in {}", name, type_name_);
   modules_.emplace_back(name, std::move(module));
 }
 
@@ -112,7 +113,7 @@ Module::NamedModules Module::named_modules() {
 }
 
 Tensor Module::forward(const Tensor&) {
-  throw Error(fmt::format("{}: this module has no single-input forward(); call its own forward", type_name_));
+  fail("{}: this module has no single-input forward(); call its own forward", type_name_);
 }
 
 StateDict Module::state_dict() const {
@@ -134,8 +135,8 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     if (it == given.end()) continue;
     const Tensor& src = *it->second;
     if (src.shape() != t.shape())
-      throw Error(fmt::format("load_state_dict: size mismatch for {}: the checkpoint has {}, the model {} ({})", n,
-                              shape_str(src.shape()), shape_str(t.shape()), type_name_));
+      fail("load_state_dict: size mismatch for {}: the checkpoint has {}, the model {} ({})", n,
+                              shape_str(src.shape()), shape_str(t.shape()), type_name_);
     Tensor dst = t;
     dst.copy_(src);
     loaded.insert(t.impl().get());
@@ -150,7 +151,7 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     std::string msg = fmt::format("load_state_dict: the checkpoint does not match {}", type_name_);
     if (!missing.empty()) msg += fmt::format("; missing keys: {}", fmt::join(missing, ", "));
     if (!unexpected.empty()) msg += fmt::format("; unexpected keys: {}", fmt::join(unexpected, ", "));
-    throw Error(msg + ". Hint: load_state_dict(state, /*strict=*/false) loads the keys that match");
+    fail("{}. Hint: load_state_dict(state, /*strict=*/false) loads the keys that match", msg);
   }
 }
 

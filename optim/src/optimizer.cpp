@@ -5,6 +5,7 @@
 #include <set>
 
 #include "xgrad/autograd.hpp"
+#include "xgrad/check.hpp"
 #include "xgrad/ops.hpp"
 
 namespace xg::optim {
@@ -28,18 +29,18 @@ NamedTensors name_params(const std::vector<Tensor>& params) {
 
 Optimizer::Optimizer(std::string name, std::vector<ParamGroup> groups, double default_lr, double default_wd)
     : name_(std::move(name)) {
-  if (default_lr < 0) throw Error(fmt::format("{}: invalid learning rate {}", name_, default_lr));
+  if (default_lr < 0) fail("{}: invalid learning rate {}", name_, default_lr);
   std::set<std::string> names;
   std::set<const TensorImpl*> seen;
   for (auto& g : groups) {
     for (auto& [n, p] : g.params) {
       if (!p.defined() || !p.is_leaf() || !p.requires_grad() || !is_floating(p.dtype()))
-        throw Error(fmt::format("{}: parameter \"{}\" is not a floating-point leaf tensor that requires grad", name_, n));
+        fail("{}: parameter \"{}\" is not a floating-point leaf tensor that requires grad", name_, n);
       if (!p.is_contiguous())
-        throw Error(fmt::format("{}: parameter \"{}\" (shape {}) is not contiguous", name_, n, shape_str(p.shape())));
-      if (!names.insert(n).second) throw Error(fmt::format("{}: two parameters are named \"{}\"", name_, n));
+        fail("{}: parameter \"{}\" (shape {}) is not contiguous", name_, n, shape_str(p.shape()));
+      if (!names.insert(n).second) fail("{}: two parameters are named \"{}\"", name_, n);
       if (!seen.insert(p.impl().get()).second)
-        throw Error(fmt::format("{}: parameter \"{}\" appears twice (tied weights belong in one group once)", name_, n));
+        fail("{}: parameter \"{}\" appears twice (tied weights belong in one group once)", name_, n);
     }
     groups_.push_back({g.params, g.lr >= 0 ? g.lr : default_lr, g.weight_decay >= 0 ? g.weight_decay : default_wd});
   }
@@ -90,7 +91,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     auto lr = given.find(fmt::format("group.{}.lr", i));
     auto wd = given.find(fmt::format("group.{}.weight_decay", i));
     if (lr == given.end() || wd == given.end())
-      throw Error(fmt::format("{}: load_state_dict: no settings for parameter group {} (the checkpoint has fewer groups)", name_, i));
+      fail("{}: load_state_dict: no settings for parameter group {} (the checkpoint has fewer groups)", name_, i);
     groups_[i].lr = lr->second.item();
     groups_[i].weight_decay = wd->second.item();
     given.erase(lr);
@@ -100,19 +101,19 @@ void Optimizer::load_state_dict(const StateDict& state) {
   decltype(steps_) new_steps;
   for (const auto& [key, t] : given) {
     if (key.rfind("group.", 0) == 0)
-      throw Error(fmt::format("{}: load_state_dict: the checkpoint has settings for more groups ({})", name_, key));
+      fail("{}: load_state_dict: the checkpoint has settings for more groups ({})", name_, key);
     auto dot = key.find_last_of('.');
     std::string param = dot == std::string::npos ? key : key.substr(0, dot);
     std::string what = dot == std::string::npos ? "" : key.substr(dot + 1);
     auto it = params.find(param);
     if (it == params.end())
-      throw Error(fmt::format("{}: load_state_dict: state for unknown parameter \"{}\"", name_, param));
+      fail("{}: load_state_dict: state for unknown parameter \"{}\"", name_, param);
     if (what == "step") {
       new_steps[param] = static_cast<std::int64_t>(t.item());
     } else {
       if (t.shape() != it->second->shape())
-        throw Error(fmt::format("{}: load_state_dict: {} has shape {}, but the parameter has {}", name_, key,
-                                shape_str(t.shape()), shape_str(it->second->shape())));
+        fail("{}: load_state_dict: {} has shape {}, but the parameter has {}", name_, key,
+                                shape_str(t.shape()), shape_str(it->second->shape()));
       new_state[param][what] = t.to(it->second->dtype()).contiguous().detach().clone();
     }
   }
@@ -126,7 +127,7 @@ void Optimizer::load(const std::string& path) {
   auto file = load_safetensors(path);
   auto it = file.metadata.find("optimizer");
   if (it != file.metadata.end() && it->second != name_)
-    throw Error(fmt::format("{}: {} holds the state of a {} optimizer", name_, path, it->second));
+    fail("{}: {} holds the state of a {} optimizer", name_, path, it->second);
   load_state_dict(file.tensors);
 }
 

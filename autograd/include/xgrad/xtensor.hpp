@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "xgrad/check.hpp"
 #include "xgrad/tensor.hpp"
 
 namespace xg {
@@ -26,7 +27,7 @@ xt::xarray<T> to_xarray(const Tensor& t) {
 /// outlive the adaptor). Writes through it bypass the version counter: do them outside of any graph.
 template <class T>
 auto as_xtensor(const Tensor& t) {
-  if (!t.is_contiguous()) throw Error("as_xtensor: tensor of shape " + shape_str(t.shape()) + " is not contiguous; call contiguous() first");
+  if (!t.is_contiguous()) xg::fail("as_xtensor: tensor of shape {} is not contiguous; call contiguous() first", shape_str(t.shape()));
   std::vector<std::size_t> shape(t.shape().begin(), t.shape().end());
   return xt::adapt(t.data_ptr<T>(), static_cast<std::size_t>(t.numel()), xt::no_ownership(), shape);
 }

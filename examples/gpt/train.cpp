@@ -1,0 +1,178 @@
+#include "train.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+
+#include "data.hpp"
+#include "metrics.hpp"
+
+namespace fs = std::filesystem;
+using xg::Tensor;
+
+namespace gpt {
+
+namespace {
+
+/// Mean loss over `batches` batches, drawn the same way at every evaluation so the numbers compare.
+double estimate_loss(GPT& model, const std::vector<std::int64_t>& data, std::int64_t batches, std::int64_t b,
+                     std::int64_t t) {
+  xg::autograd::NoGradGuard ng;
+  model.eval();
+  xg::Generator gen(4242);
+  double total = 0;
+  for (std::int64_t i = 0; i < batches; ++i) {
+    auto [x, y] = get_batch(data, b, t, gen);
+    total += model.loss(x, y).item();
+  }
+  model.train();
+  return total / static_cast<double>(batches);
+}
+
+/// One optimizer step over grad_accum micro-batches; returns the step's loss.
+double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg::Generator& gen,
+                  const TrainSettings& s) {
+  double loss_sum = 0;
+  for (std::int64_t micro = 0; micro < s.grad_accum; ++micro) {
+    auto [x, y] = get_batch(data.train, s.batch_size, model.config().block_size, gen);
+    Tensor loss = model.loss(x, y);
+    if (s.grad_accum > 1) loss = loss / static_cast<double>(s.grad_accum);
+    loss.backward();
+    loss_sum += loss.item();
+  }
+  if (s.grad_clip > 0) xg::optim::clip_grad_norm_(model.parameters(), s.grad_clip);  // frozen ones have no grad
+  opt.step();
+  opt.zero_grad();
+  return loss_sum;
+}
+
+/// The loop train and finetune share: evaluation, metrics, progress, and `checkpoint(iter, best_val)`
+/// at every evaluation, which saves whatever the command keeps.
+void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const TrainingState& state, std::int64_t start,
+              double best_val, const std::function<void(std::int64_t, double)>& checkpoint) {
+  fs::create_directories(s.out);
+  Metrics metrics(s.out, s.resume, start);
+  Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum, s.log_interval);
+  const std::int64_t b = s.batch_size, t = model.config().block_size;
+  model.train();
+  for (std::int64_t iter = start;; ++iter) {
+    if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
+      double tr = estimate_loss(model, data.train, s.eval_iters, b, t);
+      double va = estimate_loss(model, data.val, s.eval_iters, b, t);
+      progress.clear_line();
+      fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
+      std::fflush(stdout);
+      metrics.eval_row(iter, tr, va, state.opt.lr(), progress.tokens_per_sec());
+      best_val = std::min(best_val, va);
+      if (iter > 0) checkpoint(iter, best_val);
+      write_plot(s.out);
+    }
+    if (iter >= s.max_iters) break;
+    const double lr = state.opt.lr();
+    const double loss = train_step(model, data, state.opt, state.batches, s);
+    state.sched.step();
+    progress.step(iter, loss, lr);
+    if ((iter + 1) % s.log_interval == 0) metrics.train_row(iter + 1, loss, lr, progress.tokens_per_sec());
+  }
+  fmt::print("done in {}: best val loss {:.4f}\n", human_time(progress.elapsed()), best_val);
+}
+
+/// --resume: the model flags given on the command line must agree with the checkpoint's config.
+void check_resume_flags(const std::string& dir, const GPTConfig& given_cfg, const GPTConfig& stored,
+                        const std::vector<std::string>& given) {
+  auto want = nlohmann::json::parse(given_cfg.to_json()), have = nlohmann::json::parse(stored.to_json());
+  for (const auto& flag : given) {
+    std::string key = flag.substr(2);
+    std::replace(key.begin(), key.end(), '-', '_');
+    if (have.contains(key) && want[key] != have[key])
+      xg::fail("--resume: the checkpoint in {} has {} {}, but {} {} was given; a checkpoint keeps its model's config",
+               dir, key, have[key].dump(), flag, want[key].dump());
+  }
+}
+
+std::shared_ptr<Tokenizer> new_tokenizer(const TrainSettings& s, const std::string& text) {
+  if (s.tokenizer == "char") return std::make_shared<CharTokenizer>(CharTokenizer::from_text(text));
+  if (s.tokenizer == "gpt2") return GPT2Tokenizer::from_dir(s.bpe_dir);
+  xg::fail("--tokenizer must be char or gpt2, got \"{}\"", s.tokenizer);
+}
+
+xg::optim::CosineWarmupLR cosine_schedule(xg::optim::Optimizer& opt, const TrainSettings& s) {
+  return xg::optim::CosineWarmupLR(opt, s.warmup_iters, std::max(s.lr_decay_iters, s.warmup_iters + 1), s.min_lr);
+}
+
+}  // namespace
+
+int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given) {
+  if (s.threads > 0) xg::set_num_threads(s.threads);
+  Checkpoint ck;
+  if (s.resume) {
+    ck = load_checkpoint(s.out);
+    check_resume_flags(s.out, cfg, ck.config, given);
+    cfg = ck.config;
+  }
+  std::string text = read_text(s.data);
+  std::shared_ptr<Tokenizer> tok = s.resume ? ck.tokenizer : new_tokenizer(s, text);
+  if (!s.resume) cfg.vocab_size = tok->vocab_size();
+  cfg.validate();
+  Dataset data = Dataset::make(tok->encode(text), cfg.block_size);
+
+  xg::manual_seed(s.seed);
+  xg::Generator batch_gen(s.seed + 1);
+  GPT model(cfg);
+  xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), s.weight_decay),
+                       {.lr = s.lr, .betas = {s.beta1, s.beta2}});
+  auto sched = cosine_schedule(opt, s);
+  TrainingState state{opt, sched, batch_gen};
+  double best_val = 1e9;
+  if (s.resume) {
+    model.load_state_dict(ck.weights);
+    best_val = load_training_state(s.out, ck.iter, state);
+    fmt::print("resuming from {} at iteration {}\n", s.out, ck.iter);
+  }
+  fmt::print("{} parameters ({} without position embeddings); vocab {}; {} train / {} val tokens\n",
+             model.num_parameters(false), model.num_parameters(true), cfg.vocab_size, data.train.size(), data.val.size());
+  run_loop(s, model, data, state, s.resume ? ck.iter : 0, best_val, [&](std::int64_t iter, double best) {
+    save_checkpoint(s.out, model, *tok, state, iter, best);
+  });
+  fmt::print("checkpoint in {}/model.safetensors\n", s.out);
+  return 0;
+}
+
+int finetune(const TrainSettings& s, const LoRASettings& l) {
+  if (s.threads > 0) xg::set_num_threads(s.threads);
+  Checkpoint ck = load_checkpoint(l.base);
+  Dataset data = Dataset::make(ck.tokenizer->encode(read_text(s.data)), ck.config.block_size);
+  xg::manual_seed(s.seed);
+  xg::Generator batch_gen(s.seed + 1);
+  std::unique_ptr<GPT> model = make_model(ck);
+  xg::nn::LoRAOptions lo(l.rank);
+  lo.alpha(l.alpha).dropout(l.dropout);
+  int wrapped = xg::nn::apply_lora(*model, lo, l.targets);
+  xg::optim::NamedTensors trainable;
+  std::int64_t count = 0;
+  for (auto& [n, p] : model->named_parameters())
+    if (p.requires_grad()) {
+      trainable.emplace_back(n, p);
+      count += p.numel();
+    }
+  fmt::print("LoRA rank {} alpha {} on {} layers: {} trainable parameters of {}\n", l.rank, l.alpha, wrapped, count,
+             model->num_parameters(false));
+  xg::optim::AdamW opt(std::vector<xg::optim::ParamGroup>{{trainable}},
+                       {.lr = s.lr, .betas = {s.beta1, s.beta2}, .weight_decay = s.weight_decay});
+  auto sched = cosine_schedule(opt, s);
+  run_loop(s, *model, data, {opt, sched, batch_gen}, 0, 1e9,
+           [&](std::int64_t iter, double) { save_adapter(s.out, *model, ck, l, iter); });
+  // The merged export: a plain GPT checkpoint with B A * alpha / r folded into each weight.
+  xg::nn::merge_lora(*model);
+  GPT plain(ck.config);
+  plain.load_state_dict(model->state_dict(), /*strict=*/false);  // every key but the adapters
+  fs::create_directories(s.out + "/merged");
+  plain.save(s.out + "/merged/model.safetensors", model_metadata(ck.config, *ck.tokenizer, s.max_iters));
+  fmt::print("adapter in {}/adapter.safetensors; merged model in {}/merged\n", s.out, s.out);
+  return 0;
+}
+
+}  // namespace gpt

@@ -1,0 +1,32 @@
+// Training the reference GPT: the settings, the loop shared by train and finetune, and both commands.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint.hpp"
+
+namespace gpt {
+
+/// The flags of `gpt train` and `gpt finetune` besides the model's.
+struct TrainSettings {
+  std::string data, out = "out";
+  bool resume = false;
+  std::int64_t batch_size = 12, max_iters = 2000, grad_accum = 1;
+  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.99, grad_clip = 1.0;
+  std::int64_t warmup_iters = 100, lr_decay_iters = 2000;
+  std::int64_t eval_interval = 250, eval_iters = 200, log_interval = 10;
+  std::uint64_t seed = 1337;
+  int threads = 0;
+  std::string tokenizer = "char", bpe_dir = "data/gpt2";
+};
+
+/// `gpt train`. `given` names the model flags set on the command line: with --resume they must match
+/// the checkpoint's config.
+int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given);
+/// `gpt finetune`: LoRA adapters on a base checkpoint; only the adapters train. They are saved alone
+/// (adapter.safetensors) and, at the end, merged into a plain checkpoint (merged/model.safetensors).
+int finetune(const TrainSettings& s, const LoRASettings& lora);
+
+}  // namespace gpt
