@@ -1,6 +1,11 @@
 // Vectorised row helpers shared by the fused kernels (softmax, layer_norm, cross_entropy, attention).
 // Compiled once here with xsimd for this CPU, so the public kernel header stays free of xsimd.
+// GCC 12's false -Wuninitialized inside its AVX-512 intrinsics, silenced for these lines only (see
+// ops/elementwise_kernels.hpp).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <xsimd/xsimd.hpp>
+#pragma GCC diagnostic pop
 
 #include <cmath>
 #include <limits>

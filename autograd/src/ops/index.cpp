@@ -7,6 +7,7 @@
 namespace xg {
 using namespace kernel;
 using autograd::record;
+using autograd::Saved;
 using Grads = std::vector<Tensor>;
 
 namespace {
@@ -55,7 +56,8 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
   Tensor out = empty(shape, {x.dtype()});
   Tensor xc = contiguous_data(x);
   auto idx = index.to_vector<std::int64_t>();
-  auto [outer, inner] = outer_inner(x.shape(), d);
+  const auto oi = outer_inner(x.shape(), d);
+  const std::int64_t outer = oi.first, inner = oi.second;
   std::int64_t n = x.shape()[d], m = index.numel();
   dispatch_all(x.dtype(), [&]<class T>() {
     const T* px = ptr<T>(xc);
@@ -63,8 +65,8 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
     for (std::int64_t o = 0; o < outer; ++o)
       for (std::int64_t j = 0; j < m; ++j) std::copy_n(px + (o * n + idx[j]) * inner, inner, po + (o * m + j) * inner);
   });
-  return record("index_select", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
-    return Grads{index_select_backward(g, xs, d, index)};  // d/dx: each picked row gets its gradient back
+  return record("index_select", {x}, out, [xs = x.shape(), d, si = Saved(index)](const Tensor& g) {
+    return Grads{index_select_backward(g, xs, d, si.get())};  // d/dx: each picked row gets its gradient back
   });
 }
 
@@ -73,7 +75,8 @@ namespace {
 void index_add_kernel(const Tensor& out, std::int64_t d, const Tensor& index, const Tensor& src) {
   Tensor sc = contiguous_data(src);
   auto idx = index.to_vector<std::int64_t>();
-  auto [outer, inner] = outer_inner(out.shape(), d);
+  const auto oi = outer_inner(out.shape(), d);
+  const std::int64_t outer = oi.first, inner = oi.second;
   std::int64_t n = out.shape()[d], m = index.numel();
   dispatch_all(out.dtype(), [&]<class T>() {
     T* po = ptr<T>(out);
@@ -92,8 +95,8 @@ void index_add_kernel(const Tensor& out, std::int64_t d, const Tensor& index, co
 Tensor index_select_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
   Tensor out = zeros(xs, {g.dtype()});
   index_add_kernel(out, d, index, g);
-  return record("index_select_backward", {g}, out, [d, index](const Tensor& gg) {
-    return Grads{index_select(gg, d, index)};  // the adjoint of scattering rows is gathering them
+  return record("index_select_backward", {g}, out, [d, si = Saved(index)](const Tensor& gg) {
+    return Grads{index_select(gg, d, si.get())};  // the adjoint of scattering rows is gathering them
   });
 }
 }  // namespace
@@ -111,8 +114,8 @@ Tensor index_add(const Tensor& x, std::int64_t dim, const Tensor& index, const T
   check_range(index, x.shape()[d], "index_add", d, x.shape());
   Tensor out = x.detach().clone();
   index_add_kernel(out, d, index, src);
-  return record("index_add", {x, src}, out, [d, index](const Tensor& g) {
-    return Grads{g, index_select(g, d, index)};  // d/dx = 1, d/dsrc = the rows it was added into
+  return record("index_add", {x, src}, out, [d, si = Saved(index)](const Tensor& g) {
+    return Grads{g, index_select(g, d, si.get())};  // d/dx = 1, d/dsrc = the rows it was added into
   });
 }
 
@@ -141,8 +144,8 @@ Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index) {
                         po[o[2] + i * in[2]] = px[o[1] + i * in[1] + pi[o[0] + i * in[0]] * xstride];
                     });
   });
-  return record("gather", {x}, out, [xs = x.shape(), d, index](const Tensor& g) {
-    return Grads{gather_backward(g, xs, d, index)};  // d/dx: each gathered element gets its gradient
+  return record("gather", {x}, out, [xs = x.shape(), d, si = Saved(index)](const Tensor& g) {
+    return Grads{gather_backward(g, xs, d, si.get())};  // d/dx: each gathered element gets its gradient
   });
 }
 
@@ -184,8 +187,8 @@ Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const
   check_scatter(x, d, index, src);
   Tensor out = x.detach().clone();
   scatter_add_kernel(out, d, index, src);
-  return record("scatter_add", {x, src}, out, [d, index](const Tensor& g) {
-    return Grads{g, gather(g, d, index)};  // d/dx = 1, d/dsrc = the element it was added into
+  return record("scatter_add", {x, src}, out, [d, si = Saved(index)](const Tensor& g) {
+    return Grads{g, gather(g, d, si.get())};  // d/dx = 1, d/dsrc = the element it was added into
   });
 }
 
@@ -193,8 +196,8 @@ Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const
 Tensor kernel::gather_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index) {
   Tensor out = zeros(xs, {g.dtype()});
   scatter_add_kernel(out, d, index, g);
-  return record("gather_backward", {g}, out, [d, index](const Tensor& gg) {
-    return Grads{gather(gg, d, index)};  // the adjoint of scattering is gathering
+  return record("gather_backward", {g}, out, [d, si = Saved(index)](const Tensor& gg) {
+    return Grads{gather(gg, d, si.get())};  // the adjoint of scattering is gathering
   });
 }
 

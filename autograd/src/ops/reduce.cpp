@@ -109,11 +109,12 @@ std::pair<Tensor, Tensor> extremum(const Tensor& x, std::int64_t dim_in, bool ke
   XG_CHECK(x.dim() == 0 || x.shape()[dim] > 0,
            "{}: cannot reduce over dim {} of size 0 (shape {}): the extremum of nothing is undefined", op, dim,
            shape_str(x.shape()));
-  auto [vals, idx] = dispatch_all(x.dtype(), [&]<class T>() { return extremum_kernel<T>(x, dim, is_max); });
+  const auto [vals, idx] = dispatch_all(x.dtype(), [&]<class T>() { return extremum_kernel<T>(x, dim, is_max); });
   Shape xshape = x.shape();
-  Tensor out = record(op, {x}, vals, [idx, dim, xshape](const Tensor& g) {
+  // The indices are handed to the caller, who may change them in place: saved, so backward notices.
+  Tensor out = record(op, {x}, vals, [si = autograd::Saved(idx), dim, xshape](const Tensor& g) {
     // d/dx = 1 at the arg-extremum, 0 elsewhere: scatter the gradient back to where the value came from.
-    return Grads{gather_backward(g, xshape, dim, idx)};
+    return Grads{gather_backward(g, xshape, dim, si.get())};
   });
   if (!keepdim && x.dim() > 0) return {squeeze(out, dim), squeeze(idx, dim)};
   return {out, idx};

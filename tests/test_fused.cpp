@@ -1,0 +1,149 @@
+// Every fused op against its composite formula, one row each, in float64 and float32: the forward
+// values, the fused backward kernel against the gradient of the formula, and the op's own composite
+// backward (the create_graph path) against its fused kernel. The formulas are written here from the
+// definitions, with plain ops, not taken from the code under test.
+#include <cmath>
+#include <functional>
+
+#include "helpers.hpp"
+
+namespace F = xg::nn::functional;
+using xg::Shape;
+using xg::Tensor;
+using Inputs = std::vector<Tensor>;
+
+namespace {
+
+struct FusedCase {
+  std::string name;
+  std::function<Tensor(const Inputs&)> fused, formula;
+  std::vector<Shape> shapes;
+  double lo = -2.0, hi = 2.0;
+};
+
+Tensor softmax_formula(const Tensor& x) { return xg::exp(x) / xg::sum(xg::exp(x), {-1}, true); }
+Tensor log_softmax_formula(const Tensor& x) { return x - xg::log(xg::sum(xg::exp(x), {-1}, true)); }
+Tensor layer_norm_formula(const Tensor& x, const Tensor& w, const Tensor& b) {
+  Tensor xc = x - xg::mean(x, {-1}, true);
+  Tensor y = xc / xg::sqrt(xg::mean(xc * xc, {-1}, true) + 1e-5);
+  return w.defined() ? y * w + b : y;
+}
+/// Mean (or per-row) negative log-likelihood of targets, rows with target -100 left out.
+Tensor cross_entropy_formula(const Tensor& x, const Tensor& t, bool mean) {
+  Tensor valid = xg::ne(t, -100.0);
+  Tensor safe = xg::where(valid, t, xg::index_tensor({0}).reshape({}));
+  Tensor nll = -xg::squeeze(xg::gather(log_softmax_formula(x), -1, xg::unsqueeze(safe, -1)), -1) * valid.to(x.dtype());
+  return mean ? xg::sum(nll) / xg::sum(valid.to(x.dtype())) : nll;
+}
+/// softmax(q k^T / sqrt(d), masked) v; allowed is [T, S] (1 = may attend), pad broadcasts to the scores.
+Tensor attention_formula(const Inputs& v, const Tensor& allowed, const Tensor& pad = {}) {
+  const double scale = 1.0 / std::sqrt(static_cast<double>(v[0].size(-1)));
+  Tensor mask = allowed.to(v[0].dtype());
+  if (pad.defined()) mask = mask * pad.to(v[0].dtype());
+  Tensor scores = xg::where(mask, xg::matmul(v[0], xg::transpose(v[1], -1, -2)) * scale, -INFINITY);
+  return xg::matmul(softmax_formula(scores), v[2]);
+}
+/// [T, S] 0/1: key j visible from query i (aligned at the last key) for a causal window (0: no window).
+Tensor allowed(std::int64_t t, std::int64_t s, std::int64_t window) {
+  std::vector<double> a;
+  for (std::int64_t i = 0; i < t; ++i)
+    for (std::int64_t j = 0; j < s; ++j) a.push_back(j <= i + s - t && (window == 0 || j > i + s - t - window));
+  return xg::tensor(a, {t, s}, {xg::float64});
+}
+
+const Tensor& targets() {
+  static Tensor t = xg::index_tensor({3, 0, -100, 6, 3});
+  return t;
+}
+const Tensor& pad() {  // [2, 1, 1, 5]: the second sequence's last two keys are padding
+  static Tensor t = xg::tensor({1, 1, 1, 1, 1, 1, 1, 1, 0, 0}, {2, 1, 1, 5}, {xg::float64});
+  return t;
+}
+
+const std::vector<FusedCase>& cases() {
+  static const std::vector<FusedCase> c = {
+      {"softmax", [](auto& v) { return F::softmax(v[0], -1); }, [](auto& v) { return softmax_formula(v[0]); }, {{3, 7}}},
+      {"softmax dim 0", [](auto& v) { return F::softmax(v[0], 0); },
+       [](auto& v) { return xg::transpose(softmax_formula(xg::transpose(v[0], 0, 1)), 0, 1); }, {{5, 4}}},
+      {"log_softmax", [](auto& v) { return F::log_softmax(v[0], -1); }, [](auto& v) { return log_softmax_formula(v[0]); },
+       {{2, 3, 6}}},
+      {"layer_norm affine", [](auto& v) { return F::layer_norm(v[0], v[1], v[2]); },
+       [](auto& v) { return layer_norm_formula(v[0], v[1], v[2]); }, {{4, 7}, {7}, {7}}},
+      {"layer_norm plain", [](auto& v) { return F::layer_norm(v[0]); },
+       [](auto& v) { return layer_norm_formula(v[0], {}, {}); }, {{2, 3, 5}}},
+      {"cross_entropy mean", [](auto& v) { return F::cross_entropy(v[0], targets()); },
+       [](auto& v) { return cross_entropy_formula(v[0], targets(), true); }, {{5, 7}}, -3.0, 3.0},
+      {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets(), {.reduction = F::Reduction::none}); },
+       [](auto& v) { return cross_entropy_formula(v[0], targets(), false); }, {{5, 7}}, -3.0, 3.0},
+      {"attention causal", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.causal = true}); },
+       [](auto& v) { return attention_formula(v, allowed(4, 5, 0)); }, {{2, 4, 3}, {2, 5, 3}, {2, 5, 2}}},
+      {"attention window", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.window = 2}); },
+       [](auto& v) { return attention_formula(v, allowed(5, 5, 2)); }, {{2, 2, 5, 4}, {2, 2, 5, 4}, {2, 2, 5, 4}}},
+      {"attention padding", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.mask = pad()}); },
+       [](auto& v) { return attention_formula(v, xg::ones({3, 5}, {xg::float64}), pad()); },
+       {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 3}}},
+      {"gelu exact", [](auto& v) { return xg::gelu(v[0]); },
+       [](auto& v) { return 0.5 * v[0] * (1.0 + xg::erf(v[0] / std::sqrt(2.0))); }, {{4, 8}}, -4.0, 4.0},
+      {"gelu tanh", [](auto& v) { return xg::gelu(v[0], true); },
+       [](auto& v) {
+         Tensor x = v[0];
+         return 0.5 * x * (1.0 + xg::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+       },
+       {{4, 8}}, -4.0, 4.0},
+      {"silu", [](auto& v) { return xg::silu(v[0]); }, [](auto& v) { return v[0] / (1.0 + xg::exp(-v[0])); }, {{4, 8}},
+       -6.0, 6.0},
+  };
+  return c;
+}
+
+Inputs make_inputs(const FusedCase& c, xg::DType dtype, std::uint64_t seed) {
+  Inputs in;
+  for (const auto& s : c.shapes) {
+    Tensor t = test::uniform(s, c.lo, c.hi, seed++, false).to(dtype);
+    in.push_back(t.requires_grad_());
+  }
+  return in;
+}
+
+Inputs grads_of(const Tensor& y, const Inputs& in, const Tensor& g) { return xg::autograd::grad({y}, in, {g}); }
+
+}  // namespace
+
+TEST_CASE("fused ops equal their composite formulas in float64 and float32", "[fused]") {
+  std::uint64_t seed = 500;
+  for (const auto& c : cases()) {
+    for (xg::DType dtype : {xg::float64, xg::float32}) {
+      DYNAMIC_SECTION(c.name << " " << xg::dtype_name(dtype)) {
+        const bool f64 = dtype == xg::float64;
+        const double rtol = f64 ? 1e-10 : 2e-5, atol = f64 ? 1e-12 : 2e-6;
+        Inputs in = make_inputs(c, dtype, seed);
+        Tensor y = c.fused(in), ref = c.formula(in);
+        REQUIRE(y.dtype() == dtype);
+        CHECK(xg::allclose(y, ref, rtol, atol));
+        // A cotangent that is not all ones, so a wrong scale shows.
+        Tensor g = test::uniform(y.shape(), -1, 1, seed + 99, false).to(dtype);
+        Inputs fused = grads_of(y, in, g), formula = grads_of(ref, in, g), composite;
+        {
+          xg::autograd::CompositeBackwardGuard composite_only;
+          composite = grads_of(c.fused(in), in, g);
+        }
+        for (std::size_t i = 0; i < in.size(); ++i) {
+          INFO("input " << i);
+          CHECK(xg::allclose(fused[i], formula[i], rtol * 10, atol * 10));
+          CHECK(xg::allclose(fused[i], composite[i], rtol * 10, atol * 10));
+        }
+      }
+    }
+    seed += 10;
+  }
+}
+
+TEST_CASE("the fused path runs unless backward is recorded or composite is forced", "[fused]") {
+  CHECK(!xg::autograd::use_fused_backward());  // grad mode is on here
+  {
+    xg::autograd::NoGradGuard ng;
+    CHECK(xg::autograd::use_fused_backward());
+    xg::autograd::CompositeBackwardGuard composite_only;
+    CHECK(!xg::autograd::use_fused_backward());
+  }
+}
