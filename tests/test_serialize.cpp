@@ -6,6 +6,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "helpers.hpp"
 
 namespace fs = std::filesystem;
@@ -96,8 +99,32 @@ TEST_CASE("bad safetensors files are rejected with the reason", "[serialize]") {
   expect_bad(make_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", floats({1.0f, 2.0f})), {"gap"});
   expect_bad(make_file("{" + x + "}", floats({1.0f, 2.0f, 3.0f})), {"cover 8 bytes", "12"});
   expect_bad(make_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", floats({1.0f, 2.0f})), {"shape"});
-  expect_bad(make_file(R"({"x":{"dtype":"F32","data_offsets":[0,8]}})", floats({1.0f, 2.0f})), {"needs dtype, shape"});
+  expect_bad(make_file(R"({"x":{"dtype":"F32","data_offsets":[0,8]}})", floats({1.0f, 2.0f})), {"exactly dtype, shape"});
+  // Deep nesting is refused before any parser or message recurses into it.
+  expect_bad(make_file(R"({"x":{"dtype":"F32","shape":)" + std::string(100000, '[') + std::string(100000, ']') + "}}", ""),
+             {"nests deeper"});
+  expect_bad(make_file("{" + x + "," + x + "}", floats({1.0f, 2.0f})), {"key \"x\" twice"});
+  expect_bad(make_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"extra":1}})", floats({1.0f, 2.0f})),
+             {"exactly dtype"});
   test::require_error([] { xg::load_safetensors("/nonexistent/x.safetensors"); }, {"cannot open", "/nonexistent"});
+  test::require_error([] { xg::load_safetensors(fs::temp_directory_path().string()); }, {"not a regular file"});
+  std::string fifo = temp_path("xgrad_fifo.safetensors");
+  std::remove(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  test::require_error([&] { xg::load_safetensors(fifo); }, {"not a regular file"});  // and no hang
+  std::remove(fifo.c_str());
+  std::remove(path.c_str());
+}
+
+TEST_CASE("an empty tensor may share its offset with the next one, as the spec's reader allows", "[serialize]") {
+  std::string path = temp_path("xgrad_empty_first.safetensors");
+  write_bytes(path, make_file(R"({"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                              R"("a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}})", floats({1.0f, 2.0f})));
+  auto f = xg::load_safetensors(path);
+  REQUIRE(f.tensors.size() == 2);
+  CHECK(f.tensors[0].first == "a");
+  CHECK(f.tensors[0].second.numel() == 0);
+  CHECK(test::values(f.tensors[1].second) == std::vector<double>{1.0, 2.0});
   std::remove(path.c_str());
 }
 
@@ -117,6 +144,26 @@ TEST_CASE("a failed save leaves the previous file intact and no temporary behind
   int files = 0;
   for (auto& e : fs::directory_iterator(dir)) files += e.is_regular_file() ? 1 : 0;
   CHECK(files == 1);  // no .tmp files left
+  fs::remove_all(dir);
+}
+
+TEST_CASE("a save keeps the file's mode and clears temporaries of killed writers", "[serialize]") {
+  fs::path dir = fs::temp_directory_path() / "xgrad_mode";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string path = (dir / "m.safetensors").string();
+  xg::save_safetensors(path, {{"w", xg::ones({3})}});
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write);
+  // A temporary from a process that no longer exists (pid 2^22 + 1 is above Linux's pid_max default),
+  // and one from this live process, which must stay.
+  std::string dead = path + ".tmp.4194305.abc", live = path + ".tmp." + std::to_string(::getpid()) + ".def";
+  write_bytes(dead, "partial");
+  write_bytes(live, "partial");
+  xg::save_safetensors(path, {{"w", xg::zeros({3})}});
+  CHECK((fs::status(path).permissions() & fs::perms::all) == (fs::perms::owner_read | fs::perms::owner_write));
+  CHECK(!fs::exists(dead));
+  CHECK(fs::exists(live));
+  CHECK(test::values(xg::load_safetensors(path).tensors[0].second) == std::vector<double>{0, 0, 0});
   fs::remove_all(dir);
 }
 
