@@ -49,7 +49,8 @@ int main(int argc, char** argv) {
   }
   xg::manual_seed(0);
   xg::Generator data_gen(1);
-  auto [x, y] = spirals(200, data_gen);
+  const auto data = spirals(200, data_gen);
+  const xg::Tensor &x = data.first, &y = data.second;
   auto model = std::make_shared<MLP>();
   fmt::print("{}\n", model->to_string());
   xg::optim::AdamW opt(xg::optim::decay_groups(model->named_parameters(), 0.01), {.lr = 1e-2});

@@ -97,7 +97,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, CrossEntropyOp
   XG_CHECK(targets.shape() == lead, "cross_entropy: targets {} must have the shape of the logits {} without the "
            "class dim, i.e. {}", shape_str(targets.shape()), shape_str(logits.shape()), shape_str(lead));
   const std::int64_t count = count_targets(targets, logits.shape().back(), o.ignore_index);
-  auto [rows, n] = rows_of(logits);
+  const auto shape2d = rows_of(logits);
+  const std::int64_t rows = shape2d.first, n = shape2d.second;
   Tensor lse = empty({rows}, {logits.dtype()});
   Tensor per_row = empty(lead, {logits.dtype()});
   dispatch_float(logits.dtype(), "cross_entropy", [&]<class T>() {

@@ -107,7 +107,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
       XG_CHECK(p->shape() == Shape{c}, "layer_norm: {} has shape {}, expected [{}] to match input {}",
                p == &weight ? "weight" : "bias", shape_str(p->shape()), c, shape_str(x.shape()));
     }
-  auto [rows, n] = rows_of(x);
+  const auto shape2d = rows_of(x);
+  const std::int64_t rows = shape2d.first, n = shape2d.second;
   Tensor mean = empty({rows}, {x.dtype()}), rstd = empty({rows}, {x.dtype()});
   Tensor y = empty(x.shape(), {x.dtype()});
   dispatch_float(x.dtype(), "layer_norm", [&]<class T>() {

@@ -17,6 +17,48 @@ Tensor grad_of(const std::string& name, const Tensor& p, const std::string& opt)
            opt, name, dtype_name(g.dtype()), shape_str(g.shape()), dtype_name(p.dtype()), shape_str(p.shape()));
   return contiguous_data(g);
 }
+/// One SGD update over contiguous data: d = g + wd p; with momentum, b = first ? d : mu b + damp d and
+/// d = nesterov ? d + mu b : b; then p -= lr d. Momentum is a template flag so each loop vectorises.
+template <class T>
+struct SgdStep {
+  T lr, wd, mu, damp;
+  bool nesterov, first;
+  template <bool Momentum>
+  void run(T* p, const T* g, T* b, std::int64_t n) const {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      T d = g[i] + wd * p[i];
+      if constexpr (Momentum) {
+        b[i] = first ? d : mu * b[i] + damp * d;
+        d = nesterov ? d + mu * b[i] : b[i];
+      }
+      p[i] -= lr * d;
+    }
+  }
+};
+
+/// One Adam/AdamW update over contiguous data: m, v moving averages of g and g^2 (g += l2 p first),
+/// p *= decay, p -= step_size m / (sqrt(v or max v) / sqrt(bc2) + eps).
+template <class T>
+struct AdamStep {
+  T beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, l2;
+  template <bool Amsgrad>
+  void run(T* p, const T* g, T* m, T* v, T* vmax, std::int64_t n) const {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      T gi = g[i] + l2 * p[i];
+      p[i] *= decay;
+      m[i] = beta1 * m[i] + (T(1) - beta1) * gi;
+      v[i] = beta2 * v[i] + (T(1) - beta2) * gi * gi;
+      T vv = v[i];
+      if constexpr (Amsgrad) {
+        vmax[i] = vmax[i] > vv ? vmax[i] : vv;
+        vv = vmax[i];
+      }
+      p[i] -= step_size * m[i] / (std::sqrt(vv) * inv_sqrt_bc2 + eps);
+    }
+  }
+};
 }  // namespace
 
 SGD::SGD(std::vector<ParamGroup> groups, SGDOptions o) : Optimizer("SGD", std::move(groups), o.lr, o.weight_decay), options_(o) {
@@ -28,25 +70,19 @@ void SGD::step() {
   autograd::NoGradGuard ng;
   const auto& o = options_;
   for (const auto& group : groups()) {
-    for (const auto& [name, p] : group.params) {
+    for (const auto& named : group.params) {
+      const std::string& name = named.first;
+      const Tensor& p = named.second;
       Tensor g = grad_of(name, p, "SGD");
       if (!g.defined()) continue;
       bool first = next_step(name) == 1;
       Tensor buf = o.momentum != 0 ? buffer(name, "momentum_buffer", p) : Tensor();
       dispatch_float(p.dtype(), "SGD", [&]<class T>() {
-        T* pp = write_ptr<T>(p);
-        const T* gp = ptr<T>(g);
-        T* bp = buf.defined() ? write_ptr<T>(buf) : nullptr;
-        const T lr = T(group.lr), wd = T(group.weight_decay), mu = T(o.momentum), damp = T(1 - o.dampening);
-        const std::int64_t n = p.numel();
-#pragma omp simd
-        for (std::int64_t i = 0; i < n; ++i) {
-          T d = gp[i] + wd * pp[i];
-          if (bp) {
-            bp[i] = first ? d : mu * bp[i] + damp * d;
-            d = o.nesterov ? d + mu * bp[i] : bp[i];
-          }
-          pp[i] -= lr * d;
+        const SgdStep<T> k{T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
+        if (buf.defined()) {
+          k.template run<true>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(buf), p.numel());
+        } else {
+          k.template run<false>(write_ptr<T>(p), ptr<T>(g), nullptr, p.numel());
         }
       });
     }
@@ -69,7 +105,9 @@ void Adam::step() {
   autograd::NoGradGuard ng;
   const auto& o = options_;
   for (const auto& group : groups()) {
-    for (const auto& [name, p] : group.params) {
+    for (const auto& named : group.params) {
+      const std::string& name = named.first;
+      const Tensor& p = named.second;
       Tensor g = grad_of(name, p, this->name());
       if (!g.defined()) continue;
       const std::int64_t t = next_step(name);
@@ -79,28 +117,14 @@ void Adam::step() {
       const double b1 = o.betas.first, b2 = o.betas.second;
       const double bc1 = 1 - std::pow(b1, static_cast<double>(t)), bc2 = 1 - std::pow(b2, static_cast<double>(t));
       dispatch_float(p.dtype(), this->name(), [&]<class T>() {
-        T* pp = write_ptr<T>(p);
-        const T* gp = ptr<T>(g);
-        T* mp = write_ptr<T>(m);
-        T* vp = write_ptr<T>(v);
-        T* xp = vmax.defined() ? write_ptr<T>(vmax) : nullptr;
-        const T lr = T(group.lr), wd = T(group.weight_decay), eps = T(o.eps);
-        const T beta1 = T(b1), beta2 = T(b2), step_size = T(group.lr / bc1), inv_sqrt_bc2 = T(1 / std::sqrt(bc2));
-        const T decay = decoupled_ ? T(1) - lr * wd : T(1);  // AdamW: p *= 1 - lr wd
-        const T l2 = decoupled_ ? T(0) : wd;                 // Adam: g += wd p
-        const std::int64_t n = p.numel();
-#pragma omp simd
-        for (std::int64_t i = 0; i < n; ++i) {
-          T gi = gp[i] + l2 * pp[i];
-          pp[i] *= decay;
-          mp[i] = beta1 * mp[i] + (T(1) - beta1) * gi;
-          vp[i] = beta2 * vp[i] + (T(1) - beta2) * gi * gi;
-          T vv = vp[i];
-          if (xp) {
-            xp[i] = xp[i] > vv ? xp[i] : vv;
-            vv = xp[i];
-          }
-          pp[i] -= step_size * mp[i] / (std::sqrt(vv) * inv_sqrt_bc2 + eps);
+        const T lr = T(group.lr), wd = T(group.weight_decay);
+        const AdamStep<T> k{T(b1), T(b2), T(group.lr / bc1), T(1 / std::sqrt(bc2)), T(o.eps),
+                            decoupled_ ? T(1) - lr * wd : T(1),  // AdamW: p *= 1 - lr wd
+                            decoupled_ ? T(0) : wd};             // Adam: g += wd p
+        if (vmax.defined()) {
+          k.template run<true>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(m), write_ptr<T>(v), write_ptr<T>(vmax), p.numel());
+        } else {
+          k.template run<false>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(m), write_ptr<T>(v), nullptr, p.numel());
         }
       });
     }

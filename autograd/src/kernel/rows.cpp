@@ -15,11 +15,27 @@
 namespace xg::kernel {
 
 namespace {
+/// Sums (or takes the max of) the lanes of a batch through memory: xsimd::hadd's AVX-512 double path
+/// trips GCC 12's false -Wuninitialized.
+template <class T, class B, class F>
+T fold_lanes(const B& acc, T init, F f) {
+  alignas(64) T lanes[B::size];
+  acc.store_aligned(lanes);
+  for (std::size_t k = 0; k < B::size; ++k) init = f(init, lanes[k]);
+  return init;
+}
+
+/// Explicit batches: an omp-simd max reduction vectorises with GCC but not with clang.
 template <class T>
 T max_of(const T* x, std::int64_t n) {
-  T m = -std::numeric_limits<T>::infinity();
-#pragma omp simd reduction(max : m)
-  for (std::int64_t i = 0; i < n; ++i) m = m > x[i] ? m : x[i];
+  using B = xsimd::batch<T>;
+  constexpr std::int64_t W = B::size;
+  const T lowest = -std::numeric_limits<T>::infinity();
+  B acc(lowest);
+  std::int64_t i = 0;
+  for (; i + W <= n; i += W) acc = xsimd::max(acc, B::load_unaligned(x + i));
+  T m = fold_lanes(acc, lowest, [](T a, T b) { return a > b ? a : b; });
+  for (; i < n; ++i) m = m > x[i] ? m : x[i];
   return m;
 }
 
@@ -35,11 +51,7 @@ T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
     v.store_unaligned(y + i);
     acc += v;
   }
-  // Lanes summed through memory: xsimd::hadd's AVX-512 double path trips GCC 12's false -Wuninitialized.
-  alignas(64) T lanes[W];
-  acc.store_aligned(lanes);
-  T sum = 0;
-  for (std::int64_t k = 0; k < W; ++k) sum += lanes[k];
+  T sum = fold_lanes(acc, T(0), [](T a, T b) { return a + b; });
   for (; i < n; ++i) {
     y[i] = std::exp(x[i] - shift);
     sum += y[i];
