@@ -45,6 +45,7 @@ const Tensor& pad_mask() {  // [B=2, 1, 1, S=4]: the second sequence has one pad
 }
 Tensor sdpa(const Inputs& v, F::AttentionOptions o) { return F::scaled_dot_product_attention(v[0], v[1], v[2], o); }
 
+// The table: one row per op and case, so it is as long as the list of ops.
 const std::vector<OpCase>& cases() {
   static const std::vector<OpCase> c = {
       // ---- binary, broadcasting ----

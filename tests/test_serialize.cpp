@@ -81,6 +81,7 @@ TEST_CASE("files written by other tools load, in data order", "[serialize]") {
   std::remove(path.c_str());
 }
 
+// One line per kind of bad file, so it grows with the rules the reader enforces.
 TEST_CASE("bad safetensors files are rejected with the reason", "[serialize]") {
   std::string path = temp_path("xgrad_bad.safetensors");
   auto expect_bad = [&](const std::string& bytes, const std::vector<std::string>& frags) {

@@ -1,6 +1,7 @@
 // gradcheck / gradgradcheck: analytic gradients against float64 central differences.
 #include "xgrad/gradcheck.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "internal.hpp"
@@ -38,7 +39,10 @@ std::string index_str(std::int64_t flat, const Shape& shape) {
 
 }  // namespace
 
-bool gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, GradcheckOptions opt) {
+namespace {
+
+/// The inputs that require grad (float64, no element aliasing another), with their positions.
+std::pair<std::vector<Tensor>, std::vector<std::size_t>> checked_inputs(const std::vector<Tensor>& inputs) {
   std::vector<Tensor> diff;
   std::vector<std::size_t> which;
   for (std::size_t i = 0; i < inputs.size(); ++i) {
@@ -47,8 +51,7 @@ bool gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, Gradc
     XG_CHECK(t.dtype() == DType::float64,
              "gradcheck: input {} (shape {}) is {}; finite differences are only meaningful in float64. Convert with "
              ".to(xg::float64)", i, shape_str(t.shape()), dtype_name(t.dtype()));
-    auto offs = element_offsets(t);
-    std::vector<std::int64_t> sorted = offs;
+    auto sorted = element_offsets(t);
     std::sort(sorted.begin(), sorted.end());
     XG_CHECK(std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end(),
              "gradcheck: input {} (shape {}) has elements sharing memory (an expanded view); pass a contiguous copy",
@@ -57,45 +60,56 @@ bool gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, Gradc
     which.push_back(i);
   }
   XG_CHECK(!diff.empty(), "gradcheck: no input requires grad; call requires_grad_() on the inputs to check");
+  return {diff, which};
+}
 
+/// <v, d f / d x[e]> by central differences, for each element e of x in row-major order.
+std::vector<double> numeric_grad(const TensorFunction& f, const std::vector<Tensor>& inputs, const Tensor& x,
+                                 const std::vector<double>& v, double eps) {
+  auto* data = static_cast<double*>(x.impl()->storage->data);
+  std::vector<double> out;
+  for (auto off : element_offsets(x)) {
+    const double orig = data[off];
+    data[off] = orig + eps;
+    const double plus = dot(f(inputs), v);
+    data[off] = orig - eps;
+    const double minus = dot(f(inputs), v);
+    data[off] = orig;
+    out.push_back((plus - minus) / (2.0 * eps));
+  }
+  return out;
+}
+
+}  // namespace
+
+bool gradcheck(const TensorFunction& f, const std::vector<Tensor>& inputs, GradcheckOptions opt) {
+  const auto [diff, which] = checked_inputs(inputs);
   Tensor out = f(inputs);
   XG_CHECK(out.defined() && is_floating(out.dtype()), "gradcheck: the function must return a floating-point tensor");
   Generator gen(opt.seed);
-  std::vector<double> v = randn(out.shape(), {DType::float64}, &gen).to_vector<double>();
-
+  const std::vector<double> v = randn(out.shape(), {DType::float64}, &gen).to_vector<double>();
   std::vector<Tensor> analytic(diff.size());
   if (out.requires_grad()) {
     // tensor() reads an empty shape as "1-D", so build flat and reshape (outputs may be 0-d).
     Tensor cot = reshape(tensor(v, {static_cast<std::int64_t>(v.size())}, {out.dtype()}), out.shape());
     analytic = grad({out}, diff, {cot}, {.allow_unused = true});
   }
-
   for (std::size_t k = 0; k < diff.size(); ++k) {
     const Tensor& x = diff[k];
-    std::vector<double> a = analytic[k].defined() ? analytic[k].to_vector<double>()
-                                                  : std::vector<double>(static_cast<std::size_t>(x.numel()), 0.0);
     if (analytic[k].defined())
       XG_CHECK(analytic[k].shape() == x.shape(), "gradcheck: gradient for input {} has shape {}, expected {}",
                which[k], shape_str(analytic[k].shape()), shape_str(x.shape()));
-    auto* data = static_cast<double*>(x.impl()->storage->data);
-    auto offs = element_offsets(x);
-    for (std::size_t e = 0; e < offs.size(); ++e) {
-      double orig = data[offs[e]];
-      data[offs[e]] = orig + opt.eps;
-      double plus = dot(f(inputs), v);
-      data[offs[e]] = orig - opt.eps;
-      double minus = dot(f(inputs), v);
-      data[offs[e]] = orig;
-      double numeric = (plus - minus) / (2.0 * opt.eps);
-      double tol = opt.atol + opt.rtol * std::abs(numeric);
-      bool ok = std::abs(a[e] - numeric) <= tol && std::isfinite(a[e]) == std::isfinite(numeric);
-      if (!ok) {
-        if (!opt.raise) return false;
-        fail("gradcheck failed for input {}{} (shape {}) at element {} (index {}): analytic {:.10g}, numeric "
-             "{:.10g}, difference {:.3g} > tolerance {:.3g}",
-             which[k], x.name().empty() ? "" : " \"" + x.name() + "\"", shape_str(x.shape()), e,
-             index_str(static_cast<std::int64_t>(e), x.shape()), a[e], numeric, std::abs(a[e] - numeric), tol);
-      }
+    const std::vector<double> a = analytic[k].defined() ? analytic[k].to_vector<double>()
+                                                        : std::vector<double>(static_cast<std::size_t>(x.numel()), 0.0);
+    const std::vector<double> numeric = numeric_grad(f, inputs, x, v, opt.eps);
+    for (std::size_t e = 0; e < numeric.size(); ++e) {
+      const double tol = opt.atol + opt.rtol * std::abs(numeric[e]);
+      if (std::abs(a[e] - numeric[e]) <= tol && std::isfinite(a[e]) == std::isfinite(numeric[e])) continue;
+      if (!opt.raise) return false;
+      fail("gradcheck failed for input {}{} (shape {}) at element {} (index {}): analytic {:.10g}, numeric "
+           "{:.10g}, difference {:.3g} > tolerance {:.3g}",
+           which[k], x.name().empty() ? "" : " \"" + x.name() + "\"", shape_str(x.shape()), e,
+           index_str(static_cast<std::int64_t>(e), x.shape()), a[e], numeric[e], std::abs(a[e] - numeric[e]), tol);
     }
   }
   return true;
