@@ -40,8 +40,10 @@ Tensor scalar_tensor(double value, DType dtype) { return full({}, value, {dtype}
 Tensor arange(double start, double end, double step, TensorOptions o) {
   XG_CHECK(step != 0.0, "arange: step must be nonzero");
   XG_CHECK(std::isfinite(start) && std::isfinite(end), "arange: bounds must be finite, got {} and {}", start, end);
-  auto n = static_cast<std::int64_t>(std::ceil((end - start) / step));
-  if (n < 0) n = 0;
+  const double len = std::ceil((end - start) / step);
+  XG_CHECK(len < 0x1p62, "arange: [{}, {}) in steps of {} has {} elements, more than any memory holds", start, end,
+           step, len);
+  const auto n = len > 0 ? static_cast<std::int64_t>(len) : std::int64_t{0};
   bool rg = o.requires_grad;
   o.requires_grad = false;
   Tensor t = empty({n}, o);

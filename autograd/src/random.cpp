@@ -105,10 +105,10 @@ Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Generato
     lock = std::unique_lock(gen_mutex());
     gen = &default_generator();
   }
-  auto range = static_cast<std::uint64_t>(high - low);
+  const std::uint64_t range = static_cast<std::uint64_t>(high) - static_cast<std::uint64_t>(low);
   auto* p = ptr<std::int64_t>(t);
   for (std::int64_t i = 0, n = t.numel(); i < n; ++i)
-    p[i] = low + static_cast<std::int64_t>(gen->next_u64() % range);
+    p[i] = static_cast<std::int64_t>(static_cast<std::uint64_t>(low) + gen->next_u64() % range);
   return t;
 }
 }  // namespace xg

@@ -26,7 +26,10 @@ DType Tensor::dtype() const { return checked().dtype; }
 const Shape& Tensor::shape() const { return checked().shape; }
 const Shape& Tensor::strides() const { return checked().strides; }
 std::int64_t Tensor::offset() const { return checked().offset; }
-std::int64_t Tensor::size(std::int64_t d) const { return shape()[wrap_dim(d, dim(), "size", shape())]; }
+std::int64_t Tensor::size(std::int64_t d) const {
+  XG_CHECK(dim() > 0, "size: a 0-d tensor has no dim {}; use numel()", d);
+  return shape()[wrap_dim(d, dim(), "size", shape())];
+}
 std::int64_t Tensor::numel() const { return numel_of(shape()); }
 bool Tensor::is_contiguous() const {
   const auto& s = shape();

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <set>
+#include <tuple>
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
@@ -65,6 +67,13 @@ void Optimizer::set_lr(double lr) {
 Tensor& Optimizer::buffer(const std::string& param, const std::string& key, const Tensor& like) {
   Tensor& t = state_[param][key];
   if (!t.defined()) t = zeros(like.shape(), {like.dtype()});
+  // The parameter may have changed under the optimizer (module.to(), set_data): its state no longer fits.
+  XG_CHECK(t.shape() == like.shape() && t.dtype() == like.dtype(),
+           "{}: the {} of \"{}\" is {} {}, but the parameter is now {} {}; create the optimizer after converting the "
+           "model, or load a matching state", name_, key, param, dtype_name(t.dtype()), shape_str(t.shape()),
+           dtype_name(like.dtype()), shape_str(like.shape()));
+  XG_CHECK(like.is_contiguous(), "{}: parameter \"{}\" (shape {}) is not contiguous; optimizers update parameters "
+           "in place over contiguous data", name_, param, shape_str(like.shape()));
   return t;
 }
 
@@ -82,18 +91,32 @@ StateDict Optimizer::state_dict() const {
   return out;
 }
 
+namespace {
+/// The value of a one-element state tensor, which must be finite.
+double finite_scalar(const std::string& key, const Tensor& t) {
+  XG_CHECK(t.numel() == 1, "load_state_dict: {} has shape {}, expected one value", key, shape_str(t.shape()));
+  const double v = t.item();
+  XG_CHECK(std::isfinite(v), "load_state_dict: {} is {}, expected a finite number", key, v);
+  return v;
+}
+}  // namespace
+
 void Optimizer::load_state_dict(const StateDict& state) {
   std::map<std::string, Tensor> given(state.begin(), state.end());
   std::map<std::string, const Tensor*> params;
   for (auto& g : groups_)
     for (auto& [n, p] : g.params) params[n] = &p;
+  // Everything is read and checked first; the optimizer changes only once the whole state is valid.
+  std::vector<std::pair<double, double>> settings;
   for (std::size_t i = 0; i < groups_.size(); ++i) {
     auto lr = given.find(fmt::format("group.{}.lr", i));
     auto wd = given.find(fmt::format("group.{}.weight_decay", i));
     if (lr == given.end() || wd == given.end())
       fail("{}: load_state_dict: no settings for parameter group {} (the checkpoint has fewer groups)", name_, i);
-    groups_[i].lr = lr->second.item();
-    groups_[i].weight_decay = wd->second.item();
+    settings.emplace_back(finite_scalar(lr->first, lr->second), finite_scalar(wd->first, wd->second));
+    XG_CHECK(settings.back().first >= 0 && settings.back().second >= 0,
+             "{}: load_state_dict: group {} has lr {} and weight_decay {}; both must be >= 0", name_, i,
+             settings.back().first, settings.back().second);
     given.erase(lr);
     given.erase(wd);
   }
@@ -109,14 +132,20 @@ void Optimizer::load_state_dict(const StateDict& state) {
     if (it == params.end())
       fail("{}: load_state_dict: state for unknown parameter \"{}\"", name_, param);
     if (what == "step") {
-      new_steps[param] = static_cast<std::int64_t>(t.item());
+      const double step = finite_scalar(key, t);
+      XG_CHECK(step >= 1 && step <= 0x1p53 && step == std::floor(step),
+               "{}: load_state_dict: {} is {}, not a step count (a whole number >= 1)", name_, key, step);
+      new_steps[param] = static_cast<std::int64_t>(step);
     } else {
+      XG_CHECK(is_floating(t.dtype()), "{}: load_state_dict: {} is {}, expected a floating-point tensor", name_, key,
+               dtype_name(t.dtype()));
       if (t.shape() != it->second->shape())
         fail("{}: load_state_dict: {} has shape {}, but the parameter has {}", name_, key,
                                 shape_str(t.shape()), shape_str(it->second->shape()));
       new_state[param][what] = t.to(it->second->dtype()).contiguous().detach().clone();
     }
   }
+  for (std::size_t i = 0; i < groups_.size(); ++i) std::tie(groups_[i].lr, groups_[i].weight_decay) = settings[i];
   state_ = std::move(new_state);
   steps_ = std::move(new_steps);
 }

@@ -2,6 +2,7 @@
 // checks, forward kernel, then its backward rule in Tensor ops with the derivative in a one-line comment.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "elementwise_kernels.hpp"
 
@@ -10,6 +11,17 @@ using namespace kernel;
 using autograd::record;
 using autograd::Saved;
 using Grads = std::vector<Tensor>;
+
+namespace {
+/// x / y; integer division by zero and INT64_MIN / -1 (undefined in C++, a crash on x86) are errors.
+constexpr auto divide = [](auto x, auto y) {
+  if constexpr (std::is_integral_v<decltype(x)>) {
+    if (y == 0) fail("div: integer division by zero");
+    if (y == -1 && x == std::numeric_limits<decltype(x)>::min()) fail("div: {} / -1 overflows int64", x);
+  }
+  return x / y;
+};
+}  // namespace
 
 Tensor kernel::contiguous_data(const Tensor& x) { return x.is_contiguous() ? x : x.detach().clone(); }
 
@@ -42,7 +54,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_forward(a, b, "div", false, [](auto x, auto y) { return x / y; });
+  Tensor out = binary_forward(a, b, "div", false, divide);
   bool ga = a.requires_grad(), gb = b.requires_grad();
   return record("div", {a, b}, out, [sa = Saved(a), sb = Saved(b), ga, gb](const Tensor& g) {
     const Tensor &x = sa.get(), &y = sb.get();
@@ -217,7 +229,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 }
 Tensor& Tensor::sub_(const Tensor& other) { return inplace_binary(*this, other, "sub_", [](auto x, auto y) { return x - y; }); }
 Tensor& Tensor::mul_(const Tensor& other) { return inplace_binary(*this, other, "mul_", [](auto x, auto y) { return x * y; }); }
-Tensor& Tensor::div_(const Tensor& other) { return inplace_binary(*this, other, "div_", [](auto x, auto y) { return x / y; }); }
+Tensor& Tensor::div_(const Tensor& other) { return inplace_binary(*this, other, "div_", divide); }
 Tensor& Tensor::add_(double v) { return add_(scalar_tensor(v, dtype())); }
 Tensor& Tensor::mul_(double v) { return mul_(scalar_tensor(v, dtype())); }
 Tensor& Tensor::fill_(double v) {

@@ -12,6 +12,8 @@
 #include <xtensor/xnoalias.hpp>
 #pragma GCC diagnostic pop
 
+#include <cmath>
+
 #include "../internal.hpp"
 
 namespace xg::kernel {
@@ -111,7 +113,13 @@ Tensor unary2_kernel(const Tensor& x, const Tensor& y, E expr) {
   return out;
 }
 
-inline Tensor scalar_like(const Tensor& t, double v) { return scalar_tensor(v, t.dtype()); }
+/// A 0-d tensor of t's dtype holding v; for int64 tensors v must be a whole number (no silent truncation).
+inline Tensor scalar_like(const Tensor& t, double v) {
+  XG_CHECK(is_floating(t.dtype()) || (v == std::trunc(v) && std::abs(v) <= 0x1p63),
+           "an int64 tensor {} cannot be combined with the scalar {}: it is not a whole number; convert the tensor "
+           "with .to(xg::float64)", shape_str(t.shape()), v);
+  return scalar_tensor(v, t.dtype());
+}
 
 /// Forward of a binary op: dtype check, broadcast shape, kernel dispatch.
 template <class Op>

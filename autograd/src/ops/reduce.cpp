@@ -134,10 +134,12 @@ Tensor sum(const Tensor& x, const Shape& dims, bool keepdim) {
 Tensor sum(const Tensor& x) { return sum(x, {}, false); }
 
 Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
+  XG_CHECK(is_floating(x.dtype()), "mean: needs a floating-point tensor, got {} {}; convert with .to(xg::float64)",
+           dtype_name(x.dtype()), shape_str(x.shape()));
   auto mask = reduce_mask(x, dims, "mean");
   std::int64_t n = 1;
   for (std::size_t i = 0; i < mask.size(); ++i)
-    if (mask[i]) n *= x.shape()[i];
+    if (mask[i]) n *= x.shape()[i];  // a factor of x.numel(), which is checked
   Tensor out;
   {
     autograd::NoGradGuard ng;
@@ -151,6 +153,8 @@ Tensor mean(const Tensor& x, const Shape& dims, bool keepdim) {
 Tensor mean(const Tensor& x) { return mean(x, {}, false); }
 
 Tensor var(const Tensor& x, const Shape& dims, std::int64_t correction, bool keepdim) {
+  XG_CHECK(is_floating(x.dtype()), "var: needs a floating-point tensor, got {} {}; convert with .to(xg::float64)",
+           dtype_name(x.dtype()), shape_str(x.shape()));
   auto mask = reduce_mask(x, dims, "var");
   std::int64_t n = 1;
   for (std::size_t i = 0; i < mask.size(); ++i)

@@ -38,7 +38,7 @@ Shape infer_shape(const Shape& shape, std::int64_t numel, std::string_view op, c
       infer = static_cast<std::int64_t>(i);
     } else {
       XG_CHECK(out[i] >= 0, "{}: invalid size {} in shape {}", op, out[i], shape_str(shape));
-      known *= out[i];
+      known = checked_mul(known, out[i], op);
     }
   }
   if (infer >= 0) {
@@ -199,6 +199,7 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
       continue;
     }
     std::int64_t have = x.shape()[i - lead], want = shape_in[i] == -1 ? have : shape_in[i];
+    XG_CHECK(want >= 0, "expand: invalid size {} in shape {}", shape_in[i], shape_str(shape_in));
     XG_CHECK(have == want || have == 1,
              "expand: the size {} of dim {} must match the target size {} or be 1 (shape {} to {})", have, i - lead,
              want, shape_str(x.shape()), shape_str(shape_in));
@@ -206,6 +207,7 @@ Tensor expand(const Tensor& x, const Shape& shape_in) {
     strides[i] = have == want ? x.strides()[i - lead] : 0;
   }
   if (shape == x.shape()) return x;
+  numel_of(shape);  // refuses a shape whose element count overflows
   Tensor out = make_view(x, shape, strides, x.offset());
   return record("expand", {x}, out, [xs = x.shape()](const Tensor& g) { return Grads{sum_to(g, xs)}; });  // d/dx: sum copies
 }
@@ -219,7 +221,7 @@ Tensor slice(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_t
   auto clampi = [n](std::int64_t i) { return std::clamp<std::int64_t>(i < 0 ? i + n : i, 0, n); };
   start = clampi(start);
   end = clampi(end);
-  std::int64_t len = end > start ? (end - start + step - 1) / step : 0;
+  std::int64_t len = end > start ? (end - start - 1) / step + 1 : 0;
   Shape shape = x.shape(), strides = x.strides();
   shape[d] = len;
   strides[d] *= step;
@@ -234,8 +236,8 @@ Tensor narrow(const Tensor& x, std::int64_t dim, std::int64_t start, std::int64_
   std::int64_t d = wrap_dim(dim, x.dim(), "narrow", x.shape());
   std::int64_t n = x.shape()[d];
   if (start < 0) start += n;
-  XG_CHECK(start >= 0 && length >= 0 && start + length <= n,
-           "narrow: range [{}, {}) is out of bounds for dim {} of size {} (shape {})", start, start + length, d, n,
+  XG_CHECK(start >= 0 && start <= n && length >= 0 && length <= n - start,
+           "narrow: start {} and length {} are out of bounds for dim {} of size {} (shape {})", start, length, d, n,
            shape_str(x.shape()));
   return slice(x, d, start, start + length, 1);
 }
@@ -304,10 +306,12 @@ Tensor stack(const std::vector<Tensor>& ts, std::int64_t dim) {
 }
 
 std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& sizes, std::int64_t dim) {
+  XG_CHECK(x.dim() > 0, "split: cannot split a 0-d tensor");
   std::int64_t d = wrap_dim(dim, x.dim(), "split", x.shape());
   std::int64_t total = 0;
   for (auto s : sizes) {
-    XG_CHECK(s >= 0, "split: negative size {} in the sizes list", s);
+    XG_CHECK(s >= 0 && s <= x.shape()[d] - total, "split: sizes {} do not add up to dim {} of size {} (shape {})",
+             shape_str(sizes), d, x.shape()[d], shape_str(x.shape()));
     total += s;
   }
   XG_CHECK(total == x.shape()[d], "split: sizes add up to {}, but dim {} has size {} (shape {})", total, d,
@@ -323,17 +327,22 @@ std::vector<Tensor> split(const Tensor& x, const std::vector<std::int64_t>& size
 
 std::vector<Tensor> split(const Tensor& x, std::int64_t split_size, std::int64_t dim) {
   XG_CHECK(split_size > 0, "split: split_size must be positive, got {}", split_size);
+  XG_CHECK(x.dim() > 0, "split: cannot split a 0-d tensor");
   std::int64_t d = wrap_dim(dim, x.dim(), "split", x.shape());
   std::vector<std::int64_t> sizes;
-  for (std::int64_t o = 0; o < x.shape()[d]; o += split_size) sizes.push_back(std::min(split_size, x.shape()[d] - o));
+  for (std::int64_t o = 0; o < x.shape()[d];) {
+    sizes.push_back(std::min(split_size, x.shape()[d] - o));
+    o += sizes.back();
+  }
   return split(x, sizes, d);
 }
 
 std::vector<Tensor> chunk(const Tensor& x, std::int64_t chunks, std::int64_t dim) {
   XG_CHECK(chunks > 0, "chunk: the number of chunks must be positive, got {}", chunks);
+  XG_CHECK(x.dim() > 0, "chunk: cannot chunk a 0-d tensor");
   std::int64_t d = wrap_dim(dim, x.dim(), "chunk", x.shape());
   std::int64_t n = x.shape()[d];
-  return split(x, std::max<std::int64_t>((n + chunks - 1) / chunks, 1), d);
+  return split(x, std::max<std::int64_t>(n / chunks + (n % chunks != 0), 1), d);
 }
 
 namespace {
