@@ -1,6 +1,8 @@
 // The graph and the engine: grad mode, recording nodes, saved tensors, backward and grad.
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
+#include <mutex>
 #include <unordered_map>
 
 #include "xgrad/kernel.hpp"
@@ -81,9 +83,19 @@ bool needs_grad(std::span<const Tensor> inputs) {
   return false;
 }
 
+namespace {
+/// Leaves may be shared by graphs that run backward on several threads: their .grad and their
+/// accumulator node are changed under a lock (striped by leaf, so unrelated leaves do not contend).
+std::mutex& leaf_mutex(const TensorImpl* leaf) {
+  static std::mutex stripes[64];
+  return stripes[(reinterpret_cast<std::uintptr_t>(leaf) >> 6) % 64];
+}
+}  // namespace
+
 std::shared_ptr<Node> grad_accumulator(const Tensor& leaf) {
   auto& impl = leaf.impl();
   XG_CHECK(impl && !impl->grad_fn && impl->requires_grad, "grad_accumulator: tensor is not a leaf that requires grad");
+  std::lock_guard lock(leaf_mutex(impl.get()));
   if (auto n = impl->grad_accumulator.lock()) return n;
   auto n = std::make_shared<Node>("AccumulateGrad", std::vector<Edge>{}, nullptr);
   n->leaf_ = impl;
@@ -309,6 +321,7 @@ struct Engine {
   }
 
   static void accumulate_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
+    std::lock_guard lock(leaf_mutex(&leaf));
     if (create_graph) {
       leaf.grad = leaf.grad ? add(Tensor(leaf.grad), g).impl() : g.impl();
       return;

@@ -2,6 +2,7 @@
 // that includes it compiles in well under a second. Kernels live in .cpp files.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -49,7 +50,7 @@ struct Storage {
   Storage& operator=(const Storage&) = delete;
   void* data = nullptr;
   std::size_t nbytes = 0;
-  std::uint32_t version = 0;  // bumped by every in-place write; saved tensors compare against it
+  std::atomic<std::uint32_t> version{0};  // bumped by every in-place write; saved tensors compare against it
 };
 
 /// The state a Tensor handle points to. Users rarely touch it directly.
