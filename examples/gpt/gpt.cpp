@@ -1,5 +1,7 @@
 #include "gpt.hpp"
 
+#include <unistd.h>
+
 #include <xgrad/check.hpp>
 
 #include <nlohmann/json.hpp>
@@ -19,15 +21,61 @@ std::int64_t GPTConfig::layer_window(std::int64_t i) const {
   return 0;
 }
 
+namespace {
+/// Fails unless lo <= v <= hi, naming the setting and its flag.
+void in_range(const char* key, std::int64_t v, std::int64_t lo, std::int64_t hi) {
+  if (v < lo || v > hi) {
+    std::string flag = std::string("--") + key;
+    std::replace(flag.begin(), flag.end(), '_', '-');
+    xg::fail("GPT config: {} is {}, outside [{}, {}] ({})", key, v, lo, hi, flag);
+  }
+}
+
+/// Physical memory in bytes (0 if unknown).
+std::uint64_t physical_memory() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
+}
+}  // namespace
+
 void GPTConfig::validate() const {
+  in_range("vocab_size", vocab_size, 1, std::int64_t(1) << 24);
+  in_range("block_size", block_size, 1, std::int64_t(1) << 20);
+  in_range("n_layer", n_layer, 1, 1024);
+  in_range("n_head", n_head, 1, 1024);
+  in_range("n_embd", n_embd, 1, std::int64_t(1) << 16);
+  in_range("window", window, 0, std::int64_t(1) << 20);
   auto bad = [](const std::string& why) { xg::fail("GPT config: {}", why); };
-  if (vocab_size <= 0 || block_size <= 0 || n_layer <= 0 || n_head <= 0 || n_embd <= 0)
-    bad("vocab_size, block_size, n_layer, n_head and n_embd must be positive");
   if (n_embd % n_head != 0) bad(fmt::format("n_embd {} must be a multiple of n_head {}", n_embd, n_head));
-  if (dropout < 0 || dropout >= 1) bad(fmt::format("dropout must be in [0, 1), got {}", dropout));
+  if (!(dropout >= 0 && dropout < 1)) bad(fmt::format("dropout must be in [0, 1), got {} (--dropout)", dropout));
   if (attention != "dense" && attention != "window" && attention != "alternating")
     bad(fmt::format("attention must be dense, window or alternating, got \"{}\"", attention));
   if (attention != "dense" && window <= 0) bad("a windowed attention pattern needs --window > 0");
+}
+
+std::uint64_t GPTConfig::parameter_count() const {
+  const auto v = static_cast<std::uint64_t>(vocab_size), t = static_cast<std::uint64_t>(block_size),
+             c = static_cast<std::uint64_t>(n_embd), l = static_cast<std::uint64_t>(n_layer);
+  return v * c + t * c + l * (12 * c * c + 13 * c) + 2 * c;  // validate() bounds keep this far below 2^64
+}
+
+std::uint64_t GPTConfig::training_bytes(std::int64_t batch) const {
+  const auto b = static_cast<std::uint64_t>(batch), t = static_cast<std::uint64_t>(block_size),
+             c = static_cast<std::uint64_t>(n_embd), l = static_cast<std::uint64_t>(n_layer),
+             h = static_cast<std::uint64_t>(n_head), v = static_cast<std::uint64_t>(vocab_size);
+  // Weights, gradients and two AdamW moments; per layer about 20 saved [B, T, C] activations and the
+  // [B, H, T, T] attention block; logits, their gradient and the softmax.
+  const long double floats = 4.0L * parameter_count() + static_cast<long double>(b) * t * (20.0L * c * l + 3.0L * v) +
+                             static_cast<long double>(b) * h * t * t;
+  return floats * 4 > 1.8e19L ? UINT64_MAX : static_cast<std::uint64_t>(floats * 4);
+}
+
+void GPTConfig::check_fits(std::int64_t batch) const {
+  const std::uint64_t need = training_bytes(batch), have = physical_memory();
+  if (have > 0 && need > have)
+    xg::fail("a GPT of {} parameters at batch {} x {} needs about {} bytes ({:.1f} GiB), more than this machine's {} "
+             "bytes; make the model or --batch-size smaller", parameter_count(), batch, block_size, need,
+             static_cast<double>(need) / (1 << 30), have);
 }
 
 std::string GPTConfig::to_json() const {
@@ -40,20 +88,38 @@ std::string GPTConfig::to_json() const {
 
 GPTConfig GPTConfig::from_json(const std::string& text) {
   GPTConfig c;
+  nlohmann::json j;
   try {
-    auto j = nlohmann::json::parse(text);
-    c.vocab_size = j.at("vocab_size");
-    c.block_size = j.at("block_size");
-    c.n_layer = j.at("n_layer");
-    c.n_head = j.at("n_head");
-    c.n_embd = j.at("n_embd");
-    c.dropout = j.at("dropout");
-    c.bias = j.at("bias");
-    c.gelu_tanh = j.value("gelu_tanh", false);
-    c.window = j.value("window", std::int64_t{0});
-    c.attention = j.value("attention", std::string("dense"));
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    xg::fail("GPT config: cannot read the stored config: {}", e.what());
+    xg::fail("GPT config: the stored config is not valid JSON ({})", e.what());
+  }
+  if (!j.is_object()) xg::fail("GPT config: the stored config is not a JSON object");
+  auto integer = [&](const char* key, std::int64_t& out, bool required) {
+    if (!j.contains(key)) {
+      if (required) xg::fail("GPT config: the stored config has no \"{}\"", key);
+      return;
+    }
+    if (!j[key].is_number_integer()) xg::fail("GPT config: \"{}\" must be an integer, got {}", key, j[key].type_name());
+    out = j[key].get<std::int64_t>();
+  };
+  integer("vocab_size", c.vocab_size, true);
+  integer("block_size", c.block_size, true);
+  integer("n_layer", c.n_layer, true);
+  integer("n_head", c.n_head, true);
+  integer("n_embd", c.n_embd, true);
+  integer("window", c.window, false);
+  if (!j.contains("dropout") || !j["dropout"].is_number()) xg::fail("GPT config: \"dropout\" must be a number");
+  c.dropout = j["dropout"].get<double>();
+  if (!j.contains("bias") || !j["bias"].is_boolean()) xg::fail("GPT config: \"bias\" must be true or false");
+  c.bias = j["bias"].get<bool>();
+  if (j.contains("gelu_tanh")) {
+    if (!j["gelu_tanh"].is_boolean()) xg::fail("GPT config: \"gelu_tanh\" must be true or false");
+    c.gelu_tanh = j["gelu_tanh"].get<bool>();
+  }
+  if (j.contains("attention")) {
+    if (!j["attention"].is_string()) xg::fail("GPT config: \"attention\" must be a string");
+    c.attention = j["attention"].get<std::string>();
   }
   c.validate();
   return c;

@@ -26,8 +26,14 @@ struct GPTConfig {
 
   /// The window of layer i (0 = dense causal).
   std::int64_t layer_window(std::int64_t i) const;
-  /// Throws on inconsistent settings, with the reason.
+  /// Throws on settings out of range or inconsistent, naming the setting and its flag.
   void validate() const;
+  /// Parameters, counting the tied head once (valid configs only).
+  std::uint64_t parameter_count() const;
+  /// About how many bytes training at this batch size takes: weights, gradients, AdamW state, activations.
+  std::uint64_t training_bytes(std::int64_t batch) const;
+  /// Refuses, with the size in bytes, a model and batch that cannot fit in this machine's memory.
+  void check_fits(std::int64_t batch) const;
   std::string to_json() const;
   static GPTConfig from_json(const std::string& json);
 };

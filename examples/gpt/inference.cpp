@@ -10,6 +10,7 @@ namespace gpt {
 int evaluate(const EvalSettings& s) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   Checkpoint ck = load_checkpoint(s.dir);
+  ck.config.check_fits(s.batch_size);
   std::unique_ptr<GPT> model = make_model(ck);
   std::vector<std::int64_t> ids = ck.tokenizer->encode(read_text(s.data));
   const std::int64_t t = ck.config.block_size;

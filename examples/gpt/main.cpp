@@ -17,11 +17,35 @@ using gpt::TrainSettings;
 
 namespace {
 
+constexpr std::int64_t kMaxCount = std::int64_t(1) << 40;  // iterations, intervals: beyond any real run
+constexpr std::int64_t kMaxBatch = std::int64_t(1) << 20;
+
+/// Fails unless lo <= v <= hi, naming the flag.
+void in_range(const char* flag, std::int64_t v, std::int64_t lo, std::int64_t hi) {
+  if (v < lo || v > hi) xg::fail("{} is {}, outside [{}, {}]", flag, v, lo, hi);
+}
+/// Same for a real number, which must also be finite.
+void in_range(const char* flag, double v, double lo, double hi) {
+  if (!(v >= lo && v <= hi)) xg::fail("{} is {}, outside [{}, {}]", flag, v, lo, hi);
+}
+
 /// Ranges the training flags must be in (before any file is read).
 void check_training_settings(const TrainSettings& s) {
-  if (s.eval_interval <= 0 || s.log_interval <= 0 || s.eval_iters <= 0 || s.batch_size <= 0 || s.grad_accum <= 0 ||
-      s.max_iters < 0)
-    xg::fail("intervals, batch sizes and iteration counts must be positive");
+  in_range("--batch-size", s.batch_size, 1, kMaxBatch);
+  in_range("--grad-accum", s.grad_accum, 1, kMaxBatch);
+  in_range("--max-iters", s.max_iters, 0, kMaxCount);
+  in_range("--lr", s.lr, 0.0, 10.0);
+  in_range("--min-lr", s.min_lr, 0.0, s.lr);
+  in_range("--warmup-iters", s.warmup_iters, 0, kMaxCount);
+  in_range("--lr-decay-iters", s.lr_decay_iters, 0, kMaxCount);
+  in_range("--weight-decay", s.weight_decay, 0.0, 10.0);
+  in_range("--beta1", s.beta1, 0.0, 0.999999);
+  in_range("--beta2", s.beta2, 0.0, 0.999999);
+  in_range("--grad-clip", s.grad_clip, 0.0, 1e6);
+  in_range("--eval-interval", s.eval_interval, 1, kMaxCount);
+  in_range("--eval-iters", s.eval_iters, 1, kMaxBatch);
+  in_range("--log-interval", s.log_interval, 1, kMaxCount);
+  in_range("--threads", std::int64_t{s.threads}, 0, 1024);
 }
 
 /// The optimisation and logging flags train and finetune share.
@@ -89,7 +113,15 @@ Command add_sample(CLI::App& app, gpt::SampleSettings& s) {
   sa->add_option("--seed", s.options.seed, "Random seed")->capture_default_str();
   sa->add_option("--cache", s.options.use_cache, "Incremental decoding with a key/value cache")->capture_default_str();
   sa->add_option("--threads", s.threads, "BLAS threads (0: 1 for models narrower than 512, else the default)")->capture_default_str();
-  return {sa, [&s] { return gpt::sample(s); }};
+  return {sa, [&s] {
+            in_range("--num-tokens", s.options.max_new_tokens, 0, std::int64_t(1) << 24);
+            in_range("--temperature", s.options.temperature, 0.0, 100.0);
+            in_range("--top-k", s.options.top_k, 0, std::int64_t(1) << 24);
+            if (!(s.options.top_p > 0.0 && s.options.top_p <= 1.0))
+              xg::fail("--top-p is {}, outside (0, 1]", s.options.top_p);
+            in_range("--threads", std::int64_t{s.threads}, 0, 1024);
+            return gpt::sample(s);
+          }};
 }
 
 Command add_eval(CLI::App& app, gpt::EvalSettings& s) {
@@ -102,7 +134,9 @@ Command add_eval(CLI::App& app, gpt::EvalSettings& s) {
   ev->add_option("--dump", s.dump, "Write the logits, loss and gradients of one batch to this safetensors file");
   ev->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
   return {ev, [&s] {
-            if (s.batches <= 0 || s.batch_size <= 0) xg::fail("--batches and --batch-size must be positive");
+            in_range("--batches", s.batches, 1, kMaxBatch);
+            in_range("--batch-size", s.batch_size, 1, kMaxBatch);
+            in_range("--threads", std::int64_t{s.threads}, 0, 1024);
             return gpt::evaluate(s);
           }};
 }
@@ -126,7 +160,9 @@ Command add_finetune(CLI::App& app, TrainSettings& s, gpt::LoRASettings& lora) {
   add_training_flags(ft, s);
   return {ft, [&s, &lora] {
             check_training_settings(s);
-            if (lora.rank <= 0) xg::fail("--rank must be positive, got {}", lora.rank);
+            in_range("--rank", lora.rank, 1, 4096);
+            in_range("--alpha", lora.alpha, 1e-6, 1e6);
+            in_range("--lora-dropout", lora.dropout, 0.0, 0.999999);
             return gpt::finetune(s, lora);
           }};
 }

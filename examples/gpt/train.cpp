@@ -117,6 +117,7 @@ int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>&
   std::shared_ptr<Tokenizer> tok = s.resume ? ck.tokenizer : new_tokenizer(s, text);
   if (!s.resume) cfg.vocab_size = tok->vocab_size();
   cfg.validate();
+  cfg.check_fits(s.batch_size);
   Dataset data = Dataset::make(tok->encode(text), cfg.block_size);
 
   xg::manual_seed(s.seed);
@@ -144,6 +145,7 @@ int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>&
 int finetune(const TrainSettings& s, const LoRASettings& l) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   Checkpoint ck = load_checkpoint(l.base);
+  ck.config.check_fits(s.batch_size);
   Dataset data = Dataset::make(ck.tokenizer->encode(read_text(s.data)), ck.config.block_size);
   xg::manual_seed(s.seed);
   xg::Generator batch_gen(s.seed + 1);
