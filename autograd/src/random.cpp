@@ -51,6 +51,8 @@ std::vector<std::uint64_t> Generator::state() const {
 }
 void Generator::set_state(const std::vector<std::uint64_t>& st) {
   XG_CHECK(st.size() == 6, "Generator::set_state: expected 6 words, got {}", st.size());
+  XG_CHECK(st[0] | st[1] | st[2] | st[3], "Generator::set_state: an all-zero state would only ever give zeros");
+  XG_CHECK(st[4] <= 1, "Generator::set_state: word 4 must be 0 or 1, got {}", st[4]);
   for (int i = 0; i < 4; ++i) s_[i] = st[i];
   has_spare_ = st[4] != 0;
   spare_ = std::bit_cast<double>(st[5]);

@@ -2,6 +2,8 @@
 
 #include <fmt/ranges.h>
 
+#include <charconv>
+#include <cmath>
 #include <filesystem>
 #include <sstream>
 
@@ -19,13 +21,48 @@ const std::string& meta_field(const xg::SafetensorsFile& file, const std::string
   return it->second;
 }
 
+/// A metadata field that must be a whole number in [lo, hi].
+std::int64_t meta_int(const xg::SafetensorsFile& file, const std::string& path, const char* key, const char* what,
+                      std::int64_t lo, std::int64_t hi) {
+  const std::string& text = meta_field(file, path, key, what);
+  std::int64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < lo || v > hi)
+    xg::fail("{}: \"{}\" is \"{}\", expected a whole number in [{}, {}]", path, key, text, lo, hi);
+  return v;
+}
+
+/// A metadata field that must be a number (finite, or inf for "none yet").
+double meta_real(const xg::SafetensorsFile& file, const std::string& path, const char* key, const char* what) {
+  const std::string& text = meta_field(file, path, key, what);
+  double v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || std::isnan(v))
+    xg::fail("{}: \"{}\" is \"{}\", expected a number", path, key, text);
+  return v;
+}
+
 xg::Tensor to_words(const std::vector<std::uint64_t>& w) {
   return xg::index_tensor(std::vector<std::int64_t>(w.begin(), w.end()));
 }
-std::vector<std::uint64_t> from_words(const xg::Tensor& t) {
+/// A generator state stored as int64 words, checked as the generator would check it.
+std::vector<std::uint64_t> from_words(const std::string& path, const std::string& key, const xg::Tensor& t) {
+  if (t.dtype() != xg::int64 || t.dim() != 1 || t.numel() != 6)
+    xg::fail("{}: {} is {} {}, expected 6 int64 words of generator state", path, key, xg::dtype_name(t.dtype()),
+             xg::shape_str(t.shape()));
   auto v = t.to_vector<std::int64_t>();
-  return {v.begin(), v.end()};
+  std::vector<std::uint64_t> words(v.begin(), v.end());
+  try {
+    xg::Generator probe;
+    probe.set_state(words);
+  } catch (const xg::Error& e) {
+    xg::fail("{}: {}: {}", path, key, e.what());
+  }
+  return words;
 }
+
+constexpr const char* kState = "train_state.safetensors";
+constexpr const char* kPrevState = "train_state.prev.safetensors";
 
 }  // namespace
 
@@ -36,7 +73,7 @@ Checkpoint load_checkpoint(const std::string& dir) {
   Checkpoint ck;
   ck.config = GPTConfig::from_json(meta_field(file, path, "config", "gpt checkpoint"));
   ck.tokenizer = tokenizer_from_metadata(file.metadata);
-  ck.iter = std::stoll(meta_field(file, path, "iter", "gpt checkpoint"));
+  ck.iter = meta_int(file, path, "iter", "gpt checkpoint", 0, std::int64_t(1) << 40);
   ck.weights = std::move(file.tensors);
   return ck;
 }
@@ -64,29 +101,60 @@ void save_checkpoint(const std::string& dir, GPT& model, const Tokenizer& tok, c
   state.emplace_back("rng.batches", to_words(s.batches.state()));
   state.emplace_back("rng.default", to_words(xg::default_generator().state()));
   std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)}, {"best_val_loss", fmt::format("{}", best_val)}};
-  // The training state first: if the process dies between the two writes, the iterations disagree and
-  // --resume says so instead of continuing from mismatched state.
-  xg::save_safetensors(dir + "/train_state.safetensors", state, meta);
+  // Committed as a pair: the state that matches the current model is kept as train_state.prev until the
+  // new model is in place, so a process killed at any point leaves a model with a matching state.
+  const fs::path cur = fs::path(dir) / kState, prev = fs::path(dir) / kPrevState;
+  if (fs::exists(cur)) fs::rename(cur, prev);
+  xg::save_safetensors(cur.string(), state, meta);
   model.save(dir + "/model.safetensors", model_metadata(model.config(), tok, iter));
+  fs::remove(prev);
 }
 
+namespace {
+/// The training state file that belongs to a model at `iter`: train_state, or train_state.prev when a
+/// save was interrupted between the two files.
+xg::SafetensorsFile matching_state(const std::string& dir, std::int64_t iter, std::string& path) {
+  std::vector<std::string> seen;
+  for (const char* name : {kState, kPrevState}) {
+    path = dir + "/" + name;
+    if (!fs::exists(path)) continue;
+    xg::SafetensorsFile file = xg::load_safetensors(path);
+    const std::int64_t at = meta_int(file, path, "iter", "gpt training state", 0, std::int64_t(1) << 40);
+    if (at == iter) return file;
+    seen.push_back(fmt::format("{} at iteration {}", name, at));
+  }
+  xg::fail("{}: model.safetensors is at iteration {} but no training state matches it ({}); the checkpoint is "
+           "inconsistent", dir, iter, seen.empty() ? std::string("none found") : fmt::format("{}", fmt::join(seen, ", ")));
+}
+}  // namespace
+
 double load_training_state(const std::string& dir, std::int64_t iter, const TrainingState& s) {
-  std::string path = dir + "/train_state.safetensors";
-  xg::SafetensorsFile file = xg::load_safetensors(path);
-  const std::string& at = meta_field(file, path, "iter", "gpt training state");
-  if (at != std::to_string(iter))
-    xg::fail("{}: model.safetensors is at iteration {} but train_state.safetensors at {}; the checkpoint is "
-             "inconsistent", dir, iter, at);
+  std::string path;
+  xg::SafetensorsFile file = matching_state(dir, iter, path);
+  const double best = meta_real(file, path, "best_val_loss", "gpt training state");
+  // Everything is read and checked before the optimizer, schedule or generators change.
   xg::StateDict opt, sched;
+  std::vector<std::uint64_t> batches, global;
   for (auto& [k, t] : file.tensors) {
     if (k.rfind("optim.", 0) == 0) opt.emplace_back(k.substr(6), t);
     else if (k.rfind("sched.", 0) == 0) sched.emplace_back(k.substr(6), t);
-    else if (k == "rng.batches") s.batches.set_state(from_words(t));
-    else if (k == "rng.default") xg::default_generator().set_state(from_words(t));
+    else if (k == "rng.batches") batches = from_words(path, k, t);
+    else if (k == "rng.default") global = from_words(path, k, t);
+    else xg::fail("{}: unexpected entry \"{}\"", path, k);
   }
+  if (batches.empty() || global.empty()) xg::fail("{}: the random generators' state is missing", path);
+  // Each validates its whole state before changing; the optimizer is put back if the schedule refuses.
+  const xg::StateDict opt_before = s.opt.state_dict();
   s.opt.load_state_dict(opt);
-  s.sched.load_state_dict(sched);
-  return std::stod(meta_field(file, path, "best_val_loss", "gpt training state"));
+  try {
+    s.sched.load_state_dict(sched);
+  } catch (...) {
+    s.opt.load_state_dict(opt_before);
+    throw;
+  }
+  s.batches.set_state(batches);
+  xg::default_generator().set_state(global);
+  return best;
 }
 
 void save_adapter(const std::string& adapter_dir, GPT& model, const Checkpoint& base, const LoRASettings& l,
@@ -111,10 +179,16 @@ std::pair<std::unique_ptr<GPT>, Checkpoint> load_with_adapter(const std::string&
     xg::fail("{} was trained on a base model with another config than {}", path, meta("base"));
   auto model = make_model(ck);
   std::vector<std::string> targets;
+  const std::int64_t rank = meta_int(adapter, path, "lora_rank", "gpt adapter", 1, 4096);
+  const double alpha = meta_real(adapter, path, "lora_alpha", "gpt adapter");
+  if (!(alpha > 0 && std::isfinite(alpha))) xg::fail("{}: \"lora_alpha\" must be a positive number", path);
   std::stringstream ss(meta("lora_targets"));
   for (std::string t; std::getline(ss, t, ',');) targets.push_back(t);
-  xg::nn::apply_lora(*model, xg::nn::LoRAOptions(std::stoll(meta("lora_rank"))).alpha(std::stod(meta("lora_alpha"))),
+  xg::nn::apply_lora(*model, xg::nn::LoRAOptions(rank).alpha(alpha),
                      targets);
+  for (const auto& [name, t] : adapter.tensors)
+    if (!name.ends_with(".lora_A") && !name.ends_with(".lora_B"))
+      xg::fail("{}: \"{}\" is not a LoRA adapter tensor; an adapter must not replace base weights", path, name);
   model->load_state_dict(adapter.tensors, /*strict=*/false);
   return {std::move(model), std::move(ck)};
 }

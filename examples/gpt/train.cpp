@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <limits>
+#include <cmath>
 
 #include "data.hpp"
 #include "metrics.hpp"
@@ -32,7 +34,8 @@ double estimate_loss(GPT& model, const std::vector<std::int64_t>& data, std::int
   return total / static_cast<double>(batches);
 }
 
-/// One optimizer step over grad_accum micro-batches; returns the step's loss.
+/// One optimizer step over grad_accum micro-batches; returns the step's loss. A step whose loss or
+/// gradient norm is not finite is skipped (the weights stay as they were) and its loss returned as is.
 double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg::Generator& gen,
                   const TrainSettings& s) {
   double loss_sum = 0;
@@ -43,11 +46,29 @@ double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg
     loss.backward();
     loss_sum += loss.item();
   }
-  if (s.grad_clip > 0) xg::optim::clip_grad_norm_(model.parameters(), s.grad_clip);  // frozen ones have no grad
-  opt.step();
+  // Frozen parameters have no gradient and are left out; with clipping off the norm is only measured.
+  const double max_norm = s.grad_clip > 0 ? s.grad_clip : std::numeric_limits<double>::infinity();
+  const double norm = xg::optim::clip_grad_norm_(model.parameters(), max_norm);
+  if (std::isfinite(loss_sum) && std::isfinite(norm)) opt.step();
   opt.zero_grad();
-  return loss_sum;
+  return std::isfinite(norm) ? loss_sum : std::numeric_limits<double>::quiet_NaN();
 }
+
+/// Counts steps skipped for a non-finite loss in a row, and ends the run after a few.
+struct DivergenceGuard {
+  static constexpr int kLimit = 3;
+  int in_a_row = 0;
+  void after_step(std::int64_t iter, double loss) {
+    if (std::isfinite(loss)) {
+      in_a_row = 0;
+      return;
+    }
+    fmt::print(stderr, "\nwarning: iteration {}: the loss or gradient norm is {}; the step was skipped\n", iter + 1, loss);
+    if (++in_a_row >= kLimit)
+      xg::fail("training diverged: {} steps in a row had a non-finite loss or gradient (up to iteration {}); the last "
+               "checkpoint is kept as it was. Lower --lr or raise --warmup-iters, then --resume", kLimit, iter + 1);
+  }
+};
 
 /// The loop train and finetune share: evaluation, metrics, progress, and `checkpoint(iter, best_val)`
 /// at every evaluation, which saves whatever the command keeps.
@@ -57,6 +78,7 @@ void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const Tra
   Metrics metrics(s.out, s.resume, start);
   Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum, s.log_interval);
   const std::int64_t b = s.batch_size, t = model.config().block_size;
+  DivergenceGuard divergence;
   model.train();
   for (std::int64_t iter = start;; ++iter) {
     if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
@@ -66,13 +88,18 @@ void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const Tra
       fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
       std::fflush(stdout);
       metrics.eval_row(iter, tr, va, state.opt.lr(), progress.tokens_per_sec());
-      best_val = std::min(best_val, va);
-      if (iter > 0) checkpoint(iter, best_val);
+      if (std::isfinite(tr) && std::isfinite(va)) {
+        best_val = std::min(best_val, va);
+        if (iter > 0) checkpoint(iter, best_val);
+      } else {
+        fmt::print(stderr, "warning: iteration {}: the evaluated loss is not finite; no checkpoint written\n", iter);
+      }
       write_plot(s.out);
     }
     if (iter >= s.max_iters) break;
     const double lr = state.opt.lr();
     const double loss = train_step(model, data, state.opt, state.batches, s);
+    divergence.after_step(iter, loss);
     state.sched.step();
     progress.step(iter, loss, lr);
     if ((iter + 1) % s.log_interval == 0) metrics.train_row(iter + 1, loss, lr, progress.tokens_per_sec());

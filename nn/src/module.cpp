@@ -124,23 +124,28 @@ StateDict Module::state_dict() const {
 }
 
 void Module::load_state_dict(const StateDict& state, bool strict) {
+  // Every key is matched and checked before any value is copied: a failed load leaves the model as it was.
   StateDict mine = state_dict();
   std::map<std::string, const Tensor*> given;
-  for (const auto& [n, t] : state) given[n] = &t;
+  for (const auto& [n, t] : state) {
+    XG_CHECK(given.emplace(n, &t).second, "load_state_dict: the checkpoint has {} twice", n);
+    XG_CHECK(t.defined(), "load_state_dict: {} is an undefined tensor", n);
+  }
+  std::vector<std::pair<Tensor, const Tensor*>> copies;
   std::set<const TensorImpl*> loaded;
-  std::vector<std::string> missing, unexpected;
-  autograd::NoGradGuard ng;
   for (const auto& [n, t] : mine) {
     auto it = given.find(n);
     if (it == given.end()) continue;
     const Tensor& src = *it->second;
-    if (src.shape() != t.shape())
-      fail("load_state_dict: size mismatch for {}: the checkpoint has {}, the model {} ({})", n,
-                              shape_str(src.shape()), shape_str(t.shape()), type_name_);
-    Tensor dst = t;
-    dst.copy_(src);
+    XG_CHECK(src.shape() == t.shape(), "load_state_dict: size mismatch for {}: the checkpoint has {}, the model {} ({})",
+             n, shape_str(src.shape()), shape_str(t.shape()), type_name_);
+    XG_CHECK(is_floating(src.dtype()) == is_floating(t.dtype()),
+             "load_state_dict: {} is {} in the checkpoint but {} in the model ({})", n, dtype_name(src.dtype()),
+             dtype_name(t.dtype()), type_name_);
+    copies.emplace_back(t, &src);
     loaded.insert(t.impl().get());
   }
+  std::vector<std::string> missing, unexpected;
   for (const auto& [n, t] : mine)
     if (!given.count(n) && !loaded.count(t.impl().get())) missing.push_back(n);
   std::set<std::string> known;
@@ -153,6 +158,8 @@ void Module::load_state_dict(const StateDict& state, bool strict) {
     if (!unexpected.empty()) msg += fmt::format("; unexpected keys: {}", fmt::join(unexpected, ", "));
     fail("{}. Hint: load_state_dict(state, /*strict=*/false) loads the keys that match", msg);
   }
+  autograd::NoGradGuard ng;
+  for (auto& [dst, src] : copies) dst.copy_(*src);
 }
 
 void Module::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {

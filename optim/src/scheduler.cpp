@@ -1,5 +1,6 @@
 #include "xgrad/optim/scheduler.hpp"
 
+#include <charconv>
 #include <cmath>
 
 #include "xgrad/kernel.hpp"
@@ -23,20 +24,40 @@ StateDict LRScheduler::state_dict() const {
     out.emplace_back(fmt::format("base_lr.{}", i), scalar_tensor(base_[i], DType::float64));
   return out;
 }
+namespace {
+/// The finite value of a one-element state tensor.
+double state_value(const std::string& key, const Tensor& t) {
+  XG_CHECK(t.numel() == 1, "LRScheduler: load_state_dict: {} has shape {}, expected one value", key, shape_str(t.shape()));
+  const double v = t.item();
+  XG_CHECK(std::isfinite(v), "LRScheduler: load_state_dict: {} is {}, expected a finite number", key, v);
+  return v;
+}
+}  // namespace
+
 void LRScheduler::load_state_dict(const StateDict& state) {
-  bool found = false;
+  // Read and checked in full before anything changes.
+  double step = -1;
+  std::vector<double> base = base_;
   for (const auto& [k, t] : state) {
     if (k == "step") {
-      step_ = static_cast<std::int64_t>(t.item());
-      found = true;
+      step = state_value(k, t);
+      XG_CHECK(step >= 0 && step <= 0x1p53 && step == std::floor(step),
+               "LRScheduler: load_state_dict: step is {}, expected a whole number >= 0", step);
     } else if (k.rfind("base_lr.", 0) == 0) {
-      std::size_t i = std::stoul(k.substr(8));
-      XG_CHECK(i < base_.size(), "LRScheduler: load_state_dict: base_lr for group {}, but the optimizer has {} groups", i,
-               base_.size());
-      base_[i] = t.item();
+      std::size_t i = 0;
+      const std::string digits = k.substr(8);
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), i);
+      XG_CHECK(ec == std::errc() && end == digits.data() + digits.size() && !digits.empty() && i < base.size(),
+               "LRScheduler: load_state_dict: {} does not name one of the optimizer's {} groups", k, base.size());
+      base[i] = state_value(k, t);
+      XG_CHECK(base[i] >= 0, "LRScheduler: load_state_dict: {} is {}, expected >= 0", k, base[i]);
+    } else {
+      fail("LRScheduler: load_state_dict: unexpected entry {}", k);
     }
   }
-  XG_CHECK(found, "LRScheduler: load_state_dict: no \"step\" entry");
+  XG_CHECK(step >= 0, "LRScheduler: load_state_dict: no \"step\" entry");
+  step_ = static_cast<std::int64_t>(step);
+  base_ = std::move(base);
   apply();
 }
 
