@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <xgrad/xgrad.hpp>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,9 @@ inline xg::Tensor uniform(const xg::Shape& shape, double lo, double hi, std::uin
   if (requires_grad) t.requires_grad_();
   return t;
 }
+
+/// A path in the temporary folder (the file is not created).
+inline std::string temp_file(const std::string& name) { return (std::filesystem::temp_directory_path() / name).string(); }
 
 /// The values of a tensor as doubles.
 inline std::vector<double> values(const xg::Tensor& t) { return t.to_vector<double>(); }
