@@ -138,7 +138,7 @@ void read_at(int fd, char* dst, std::uint64_t n, std::uint64_t offset, const std
   while (n > 0) {
     ssize_t got = ::pread(fd, dst, std::min<std::uint64_t>(n, std::uint64_t(1) << 30), static_cast<off_t>(offset));
     if (got < 0 && errno == EINTR) continue;
-    XG_CHECK(got > 0, "load_safetensors: {}: cannot read {} bytes at offset {}: {}", path, n, offset,
+    XG_CHECK(got > 0, "{}: cannot read {} bytes at offset {}: {}", path, n, offset,
              got == 0 ? "unexpected end of file" : std::strerror(errno));
     dst += got;
     n -= static_cast<std::uint64_t>(got);
@@ -246,6 +246,18 @@ void check_layout(std::vector<Entry>& entries, std::uint64_t data_size, const st
 }
 
 }  // namespace
+
+std::string read_file(const std::string& path, std::uint64_t max_bytes) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK)};
+  XG_CHECK(f.fd >= 0, "cannot open {}: {}", path, std::strerror(errno));
+  struct stat st {};
+  XG_CHECK(::fstat(f.fd, &st) == 0 && S_ISREG(st.st_mode), "{} is not a regular file", path);
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  XG_CHECK(size <= max_bytes, "{} is {} bytes, more than the {} allowed", path, size, max_bytes);
+  std::string bytes(size, '\0');
+  read_at(f.fd, bytes.data(), size, 0, path);
+  return bytes;
+}
 
 SafetensorsFile load_safetensors(const std::string& path) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; only regular files are read.

@@ -9,11 +9,12 @@
 namespace gpt {
 
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) xg::fail("cannot read the data file {}: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
+  std::string text;
+  try {
+    text = xg::read_file(path);
+  } catch (const xg::Error& e) {
+    xg::fail("cannot read the data file: {}", e.what());
+  }
   if (text.empty()) xg::fail("the data file {} is empty", path);
   return text;
 }

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -23,8 +24,11 @@ Metrics::Metrics(const std::string& out_dir, bool resume, std::int64_t start) {
     std::ifstream in(csv);
     std::string line;
     std::getline(in, line);
-    while (std::getline(in, line))
-      if (!line.empty() && std::stoll(line.substr(0, line.find(','))) <= start) rows.push_back(line);
+    while (std::getline(in, line)) {
+      std::int64_t iter = 0;
+      auto [end, ec] = std::from_chars(line.data(), line.data() + line.size(), iter);
+      if (ec == std::errc() && end != line.data() + line.size() && *end == ',' && iter <= start) rows.push_back(line);
+    }
   }
   file_.open(csv, std::ios::trunc);
   file_ << "iter,train_loss,val_loss,lr,tokens_per_sec\n";

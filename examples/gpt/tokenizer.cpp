@@ -1,6 +1,7 @@
 #include "tokenizer.hpp"
 
 #include <xgrad/check.hpp>
+#include <xgrad/serialize.hpp>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <fmt/format.h>
@@ -11,7 +12,9 @@
 #include <algorithm>
 #include <climits>
 #include <fstream>
+#include <queue>
 #include <sstream>
+#include <tuple>
 
 namespace gpt {
 
@@ -28,7 +31,11 @@ std::vector<char32_t> utf8_decode(const std::string& s) {
       if ((cb & 0xc0) != 0x80) xg::fail("invalid UTF-8 at byte {}", i + k);
       c = (c << 6) | (cb & 0x3f);
     }
-    if (c > 0x10ffff) xg::fail("invalid UTF-8 at byte {}", i);
+    // Strict: the shortest form only, no UTF-16 surrogates, nothing past U+10FFFF.
+    static constexpr char32_t kMinForLength[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c < kMinForLength[len]) xg::fail("invalid UTF-8 at byte {}: an overlong form of U+{:04X}", i, static_cast<std::uint32_t>(c));
+    if (c >= 0xd800 && c <= 0xdfff) xg::fail("invalid UTF-8 at byte {}: a UTF-16 surrogate (U+{:04X})", i, static_cast<std::uint32_t>(c));
+    if (c > 0x10ffff) xg::fail("invalid UTF-8 at byte {}: U+{:X} is past U+10FFFF", i, static_cast<std::uint32_t>(c));
     out.push_back(c);
     i += static_cast<std::size_t>(len);
   }
@@ -128,11 +135,11 @@ namespace {
 constexpr const char* kPattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) xg::fail("GPT-2 tokenizer: cannot read {}", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  try {
+    return xg::read_file(path, std::uint64_t(1) << 28);
+  } catch (const xg::Error& e) {
+    xg::fail("GPT-2 tokenizer: {}", e.what());
+  }
 }
 }  // namespace
 
@@ -184,39 +191,50 @@ std::map<std::string, std::string> GPT2Tokenizer::metadata() const {
 
 std::vector<std::int64_t> GPT2Tokenizer::bpe(const std::string& piece) const {
   if (auto it = cache_.find(piece); it != cache_.end()) return it->second;
-  std::vector<std::string> parts;
-  for (unsigned char b : piece) parts.push_back(byte_to_unicode_[b]);
-  while (parts.size() > 1) {
-    int best = INT_MAX;
-    std::size_t at = 0;
-    for (std::size_t i = 0; i + 1 < parts.size(); ++i) {
-      auto it = ranks_.find(parts[i] + " " + parts[i + 1]);
-      if (it != ranks_.end() && it->second < best) {
-        best = it->second;
-        at = i;
-      }
-    }
-    if (best == INT_MAX) break;
-    // Merge every occurrence of the best pair, left to right.
-    std::string a = parts[at], b = parts[at + 1];
-    std::vector<std::string> merged;
-    for (std::size_t i = 0; i < parts.size();) {
-      if (i + 1 < parts.size() && parts[i] == a && parts[i + 1] == b) {
-        merged.push_back(a + b);
-        i += 2;
-      } else {
-        merged.push_back(parts[i++]);
-      }
-    }
-    parts.swap(merged);
+  // Symbols in a linked list; candidate merges in a heap ordered by (rank, position). Merging the lowest
+  // rank first, leftmost first, gives OpenAI's result (every pair that a merge creates has a later rank
+  // than that merge), in O(n log n) rather than a pass over the piece per merge: a hostile "word" of a
+  // million letters takes a second, not hours.
+  struct Symbol {
+    std::string text;
+    int prev, next;
+    int version = 0;  // bumped when the text grows
+    bool alive = true;
+  };
+  std::vector<Symbol> sym;
+  for (unsigned char b : piece)
+    sym.push_back({byte_to_unicode_[b], static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1});
+  if (!sym.empty()) sym.back().next = -1;
+  using Candidate = std::tuple<int, int, int, int, int>;  // rank, left, right, and their versions
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> heap;
+  auto consider = [&](int left) {
+    if (left < 0 || sym[left].next < 0) return;
+    auto it = ranks_.find(sym[left].text + " " + sym[sym[left].next].text);
+    if (it != ranks_.end()) heap.emplace(it->second, left, sym[left].next, sym[left].version, sym[sym[left].next].version);
+  };
+  for (int i = 0; i + 1 < static_cast<int>(sym.size()); ++i) consider(i);
+  while (!heap.empty()) {
+    auto [rank, left, right, lv, rv] = heap.top();
+    heap.pop();
+    // Stale when a neighbour merged since: the pair is gone, or one side grew (same indices, other text).
+    if (!sym[left].alive || sym[left].next != right || !sym[right].alive || sym[left].version != lv ||
+        sym[right].version != rv)
+      continue;
+    sym[left].text += sym[right].text;
+    ++sym[left].version;
+    sym[right].alive = false;
+    sym[left].next = sym[right].next;
+    if (sym[left].next >= 0) sym[sym[left].next].prev = left;
+    consider(sym[left].prev);
+    consider(left);
   }
   std::vector<std::int64_t> ids;
-  for (auto& p : parts) {
-    auto it = encoder_.find(p);
-    if (it == encoder_.end()) xg::fail("GPT-2 tokenizer: no id for the symbol \"{}\"", p);
+  for (int i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) {
+    auto it = encoder_.find(sym[i].text);
+    if (it == encoder_.end()) xg::fail("GPT-2 tokenizer: no id for the symbol \"{}\"", sym[i].text);
     ids.push_back(it->second);
   }
-  if (cache_.size() < 100000) cache_.emplace(piece, ids);
+  if (cache_.size() < 100000 && piece.size() < 64) cache_.emplace(piece, ids);
   return ids;
 }
 
@@ -228,7 +246,9 @@ std::vector<std::int64_t> GPT2Tokenizer::encode(const std::string& text) const {
   PCRE2_SIZE start = 0;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   while (start < text.size()) {
-    int rc = pcre2_match(re, subject, text.size(), start, 0, md, nullptr);
+    // The text was validated once above; without NO_UTF_CHECK PCRE2 re-validates the whole rest of it at
+    // every match, which makes tokenizing quadratic.
+    int rc = pcre2_match(re, subject, text.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc < 0) break;
     PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     if (ov[1] == ov[0]) {  // cannot happen with this pattern, but never loop forever

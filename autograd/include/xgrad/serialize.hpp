@@ -1,6 +1,7 @@
 // xgrad: safetensors files, the checkpoint format Hugging Face and nanoGPT users already have.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -32,6 +33,9 @@ void save_safetensors(const std::string& path, const StateDict& tensors,
 /// A bad file raises an Error naming the file and the problem.
 SafetensorsFile load_safetensors(const std::string& path);
 
+/// The bytes of a regular file (a FIFO, device or folder is refused rather than waited on); `max_bytes`
+/// bounds what is read. Errors name the file and the reason.
+std::string read_file(const std::string& path, std::uint64_t max_bytes = std::uint64_t(1) << 34);
 /// Writes bytes to `path` atomically (temporary file, flush, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
