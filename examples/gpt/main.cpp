@@ -179,7 +179,17 @@ int main(int argc, char** argv) {
   gpt::LoRASettings lora;
   const Command commands[] = {add_train(app, train_settings, config), add_sample(app, sample_settings),
                               add_eval(app, eval_settings), add_finetune(app, finetune_settings, lora)};
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "gpt: error: {} (gpt {} --help lists the flags)\n", e.what(),
+               app.get_subcommands().empty() ? std::string("") : app.get_subcommands().front()->get_name());
+    return e.get_exit_code() != 0 ? e.get_exit_code() : 2;
+  }
   try {
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
