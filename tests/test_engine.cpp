@@ -214,3 +214,35 @@ TEST_CASE("a custom op's backward returning the wrong shape is named in the erro
   });
   test::require_error([&] { y.sum().backward(); }, {"OopsBackward", "input 0", "[3]"});
 }
+
+TEST_CASE("anomaly detection names the op and the parameter where a value first went non-finite", "[engine]") {
+  Tensor w = xg::tensor({1.0, -1.0, 2.0}, {3}, {xg::float64, true});
+  w.set_name("layer.weight");
+  CHECK_NOTHROW(xg::log(w));  // off by default: NaN flows silently, as in PyTorch
+  xg::autograd::DetectAnomalyGuard anomaly;
+  test::require_error([&] { xg::log(w * 1.0); }, {"anomaly: log produced nan", "at element 1", "near layer.weight",
+                                                 "its inputs are finite"});
+  Tensor bad = xg::tensor({1.0, NAN}, {2}, {xg::float64, true});
+  test::require_error([&] { xg::exp(bad); }, {"anomaly: exp", "input 0", "was already non-finite"});
+  // Finite forward, infinite derivative: sqrt at 0.
+  Tensor z = xg::zeros({2}, {xg::float64, true});
+  z.set_name("z");
+  Tensor y = xg::sum(xg::sqrt(z * 1.0));
+  test::require_error([&] { y.backward(); }, {"anomaly: SqrtBackward", "near z", "non-finite gradient for input 0",
+                                              "from a finite output gradient"});
+}
+
+TEST_CASE("anomaly detection follows a value through a model to the layer it came from", "[engine]") {
+  xg::manual_seed(3);
+  xg::nn::Sequential m;
+  m.push_back(std::make_shared<xg::nn::Linear>(3, 4)).push_back(std::make_shared<xg::nn::GELU>());
+  m.push_back(std::make_shared<xg::nn::Linear>(4, 2));
+  for (auto& [name, p] : m.named_parameters()) p.set_name(name);
+  {
+    xg::autograd::NoGradGuard ng;
+    m.named_parameters()[2].second.fill_(1e30f);  // the second layer's weight overflows float32
+  }
+  xg::autograd::DetectAnomalyGuard anomaly;
+  Tensor x = xg::ones({2, 3}) * 1e10;
+  test::require_error([&] { m.forward(x); }, {"anomaly:", "2.weight"});
+}

@@ -1,5 +1,7 @@
 // Tensor memory: a caching allocator behind Storage, so a training step stops calling malloc after the first.
 #include <bit>
+#include <charconv>
+#include <cstring>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
@@ -80,7 +82,18 @@ class CachingAllocator {
   std::mutex mu_;
   std::unordered_map<std::size_t, std::vector<void*>> free_;
   std::size_t cached_ = 0;
-  std::size_t limit_ = std::size_t(4) << 30;
+  std::size_t limit_ = initial_limit();
+
+  /// 4 GiB, or XGRAD_CACHE_LIMIT bytes (0 turns the cache off, so sanitizers see every use after free).
+  static std::size_t initial_limit() {
+    const char* env = std::getenv("XGRAD_CACHE_LIMIT");
+    if (!env) return std::size_t(4) << 30;
+    std::size_t v = 0;
+    const char* end = env + std::strlen(env);
+    auto [p, ec] = std::from_chars(env, end, v);
+    XG_CHECK(ec == std::errc() && p == end && p != env, "XGRAD_CACHE_LIMIT must be a number of bytes, got \"{}\"", env);
+    return v;
+  }
 };
 
 }  // namespace

@@ -66,6 +66,8 @@ void add_training_flags(CLI::App* cmd, TrainSettings& s) {
   cmd->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
   cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
   cmd->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  cmd->add_flag("--detect-anomaly", s.detect_anomaly,
+                "Check every op's output and gradient for NaN/inf and stop at the first, naming the op and layer (slow)");
 }
 
 /// Every flag of a subcommand and where its value goes; `run` is called if the subcommand was given.

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <cmath>
 
 #include "data.hpp"
@@ -74,6 +75,12 @@ struct DivergenceGuard {
 /// at every evaluation, which saves whatever the command keeps.
 void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const TrainingState& state, std::int64_t start,
               double best_val, const std::function<void(std::int64_t, double)>& checkpoint) {
+  std::optional<xg::autograd::DetectAnomalyGuard> anomaly;
+  if (s.detect_anomaly) {
+    // Parameters carry their dotted names, so an anomaly names the layer it happened in.
+    for (auto& [name, p] : model.named_parameters()) p.set_name(name);
+    anomaly.emplace();
+  }
   fs::create_directories(s.out);
   Metrics metrics(s.out, s.resume, start);
   Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum, s.log_interval);

@@ -19,6 +19,7 @@ struct TrainSettings {
   std::int64_t eval_interval = 250, eval_iters = 200, log_interval = 10;
   std::uint64_t seed = 1337;
   int threads = 0;
+  bool detect_anomaly = false;  // check every op's output and gradient for NaN/inf (slow)
   std::string tokenizer = "char", bpe_dir = "data/gpt2";
 };
 

@@ -273,6 +273,10 @@ CASES = [
     ("resume without a checkpoint", "no checkpoint", RESUME + ["nowhere"]),
     ("resume of NaN weights stops and keeps the checkpoint", "training diverged", RESUME + ["nan_weights"],
      {"./nan_weights/metrics.csv", "./nan_weights/loss.png", "./nan_weights/loss.gnuplot"}),
+    ("--detect-anomaly names the op and layer of the first NaN", "was already non-finite",
+     RESUME + ["nan_weights", "--detect-anomaly"], {"./nan_weights/metrics.csv"}),
+    ("--detect-anomaly names the parameter", "\"transformer.w", RESUME + ["nan_weights", "--detect-anomaly"],
+     {"./nan_weights/metrics.csv"}),
     # ---- adapters ----
     ("adapter missing", "no adapter", ["sample", "--adapter", "nowhere"]),
     ("adapter replacing base weights", "must not replace base weights", ["sample", "--adapter", "ad_overwrites"]),

@@ -40,6 +40,23 @@ class GradModeGuard {
   bool prev_;
 };
 
+/// Anomaly detection on this thread for its scope (like torch.autograd.detect_anomaly): every recorded
+/// op's output and every gradient a backward rule returns is checked for NaN and inf, and the first
+/// non-finite one raises an Error naming the op, where it was made (the nearest named parameter, e.g.
+/// "transformer.h.0.attn.c_attn.weight": name parameters with set_name) and which input went bad. Slow:
+/// for finding a bug, not for training.
+class DetectAnomalyGuard {
+ public:
+  DetectAnomalyGuard();
+  ~DetectAnomalyGuard();
+  DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+  DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+bool is_anomaly_enabled();
+
 /// Maps the gradient of an op's output to the gradients of its inputs (one per input, undefined = none).
 using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
 
@@ -67,15 +84,21 @@ class Node {
   bool released() const { return released_; }
   /// Makes backward store this node's output gradient in `output`'s .grad (Tensor::retain_grad).
   void retain_output(const std::shared_ptr<TensorImpl>& output) { retained_ = output; }
+  /// Under anomaly detection: the nearest named parameter this op's inputs came from (else empty).
+  const std::string& origin() const { return origin_; }
+  int origin_distance() const { return origin_distance_; }
 
  private:
   friend struct Engine;
+  friend Tensor record_node(std::string_view, std::span<const Tensor>, Tensor, BackwardFn);
   friend std::shared_ptr<Node> grad_accumulator(const Tensor& leaf);
   std::string name_;
   std::vector<Edge> inputs_;
   BackwardFn fn_;
   std::shared_ptr<TensorImpl> leaf_;       // set for the node that accumulates into a leaf's .grad
   std::weak_ptr<TensorImpl> retained_;     // a non-leaf output that asked for retain_grad()
+  std::string origin_;                     // anomaly detection only
+  int origin_distance_ = 0;                // ops between this one and the parameter named in origin_
   bool released_ = false;
 };
 
