@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <xgrad/tensor.hpp>
+
 #include "tokenizer.hpp"
 
 namespace {
