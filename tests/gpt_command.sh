@@ -44,6 +44,23 @@ cp accum/train_state.safetensors killed/train_state.safetensors
 grep -q "resuming from killed at iteration 20" killed.log || { echo "FAIL: no resume from the kept state"; cat killed.log; exit 1; }
 test ! -e killed/train_state.prev.safetensors || { echo "FAIL: the kept state was not cleared by the next save"; exit 1; }
 
+# Killed for real: kill -9 at random moments of a run that checkpoints every iteration. Each time, the
+# checkpoint left behind must load and resume, and temporary files must not pile up.
+quick=(--data corpus.txt --n-layer 1 --n-head 2 --n-embd 16 --block-size 16 --batch-size 2 --eval-iters 1 --eval-interval 1)
+"$gpt" train "${quick[@]}" --out killme --max-iters 2 > /dev/null
+for i in 1 2 3 4 5 6 7 8; do
+  "$gpt" train "${quick[@]}" --out killme --max-iters 100000 --resume > /dev/null 2>&1 &
+  sleep "0.$(( RANDOM % 9 + 1 ))"
+  kill -9 $! 2> /dev/null || true
+  wait $! 2> /dev/null || true
+  "$gpt" eval --out killme --data corpus.txt --batches 1 --batch-size 1 > /dev/null \
+    || { echo "FAIL: the checkpoint left by kill $i does not load"; exit 1; }
+done
+at=$(grep -ao '"iter":"[0-9]*"' killme/model.safetensors | head -1 | tr -dc '0-9')
+"$gpt" train "${quick[@]}" --out killme --max-iters $((at + 1)) --resume > killme.log 2>&1 \
+  || { echo "FAIL: no resume after the kills:"; cat killme.log; exit 1; }
+test "$(find killme -name '*.tmp.*' | wc -l)" -le 1 || { echo "FAIL: temporary files pile up"; ls killme; exit 1; }
+
 out=$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)
 test "${#out}" -ge 40 || { echo "FAIL: sample printed too little: $out"; exit 1; }
 test "$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)" = "$out" || { echo "FAIL: same seed, different text"; exit 1; }

@@ -147,3 +147,11 @@ TEST_CASE("the fused path runs unless backward is recorded or composite is force
     CHECK(!xg::autograd::use_fused_backward());
   }
 }
+
+TEST_CASE("layer_norm reads strided weight and bias like contiguous ones", "[fused]") {
+  Tensor x = test::uniform({3, 4}, -2, 2, 700);
+  Tensor wide = test::uniform({8}, 0.5, 1.5, 701, false), bwide = test::uniform({8}, -1, 1, 702, false);
+  Tensor w = xg::slice(wide, 0, 0, 8, 2), b = xg::slice(bwide, 0, 1, 8, 2);  // every other element
+  REQUIRE(!w.is_contiguous());
+  CHECK(xg::allclose(F::layer_norm(x, w, b), F::layer_norm(x, w.contiguous(), b.contiguous()), 0, 0));
+}
