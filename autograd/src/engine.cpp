@@ -7,7 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "xgrad/kernel.hpp"
+#include "internal.hpp"
 
 namespace xg::autograd {
 using namespace xg::kernel;
@@ -46,56 +46,7 @@ void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
 
 namespace {
 thread_local bool fused_backward_allowed = true;
-thread_local bool anomaly_enabled = false;
-
-/// Index of the first NaN or inf in t, or -1.
-std::int64_t first_non_finite(const Tensor& t) {
-  if (!t.defined() || !is_floating(t.dtype())) return -1;
-  std::int64_t i = 0;
-  for (double v : t.to_vector<double>()) {
-    if (!std::isfinite(v)) return i;
-    ++i;
-  }
-  return -1;
 }
-
-std::string describe(const Tensor& t) {
-  return fmt::format("{} {}{}", dtype_name(t.dtype()), shape_str(t.shape()), t.name().empty() ? "" : " \"" + t.name() + "\"");
-}
-
-/// The named parameter fewest ops away from an op's inputs (a weight used through a transpose beats the
-/// bias three layers back that the activations came through), with that distance.
-std::pair<std::string, int> origin_of(std::span<const Tensor> inputs) {
-  std::pair<std::string, int> best{{}, INT_MAX};
-  for (const auto& in : inputs) {
-    if (!in.defined()) continue;
-    if (!in.name().empty()) return {in.name(), 1};
-    const auto& n = in.grad_fn();
-    if (n && !n->origin().empty() && n->origin_distance() + 1 < best.second) best = {n->origin(), n->origin_distance() + 1};
-  }
-  return best;
-}
-
-/// Anomaly detection at record time: the op's output must be finite; if an input already was not, say so.
-void check_forward(std::string_view op, std::span<const Tensor> inputs, const Tensor& result, const std::string& origin) {
-  const std::int64_t at = first_non_finite(result);
-  if (at < 0) return;
-  std::string cause = "its inputs are finite";
-  for (std::size_t i = 0; i < inputs.size(); ++i)
-    if (first_non_finite(inputs[i]) >= 0) {
-      cause = fmt::format("input {} ({}) was already non-finite", i, describe(inputs[i]));
-      break;
-    }
-  const double v = result.to_vector<double>()[static_cast<std::size_t>(at)];
-  fail("anomaly: {} produced {} at element {} of its output {} (near {}); {}", op,
-       std::isnan(v) ? "nan" : v > 0 ? "inf" : "-inf", at, describe(result), origin.empty() ? "unnamed tensors" : origin,
-       cause);
-}
-}  // namespace
-
-DetectAnomalyGuard::DetectAnomalyGuard() : prev_(anomaly_enabled) { anomaly_enabled = true; }
-DetectAnomalyGuard::~DetectAnomalyGuard() { anomaly_enabled = prev_; }
-bool is_anomaly_enabled() { return anomaly_enabled; }
 bool use_fused_backward() { return fused_backward_allowed && !grad_enabled; }
 CompositeBackwardGuard::CompositeBackwardGuard() : prev_(fused_backward_allowed) { fused_backward_allowed = false; }
 CompositeBackwardGuard::~CompositeBackwardGuard() { fused_backward_allowed = prev_; }
@@ -169,7 +120,7 @@ Tensor record_node(std::string_view name, std::span<const Tensor> inputs, Tensor
   }
   if (result.impl()->grad_fn || result.impl()->requires_grad) result = result.detach();
   std::pair<std::string, int> origin;
-  if (anomaly_enabled) {
+  if (is_anomaly_enabled()) {
     origin = origin_of(inputs);
     check_forward(name, inputs, result, origin.first);
   }
@@ -353,7 +304,7 @@ struct Engine {
       XG_CHECK(gi.shape() == e.shape && gi.dtype() == e.dtype,
                "{}: the backward rule returned a gradient of {} {} for input {} of {} {}", n->name_,
                dtype_name(gi.dtype()), shape_str(gi.shape()), i, dtype_name(e.dtype), shape_str(e.shape));
-      if (anomaly_enabled && first_non_finite(gi) >= 0)
+      if (is_anomaly_enabled() && first_non_finite(gi) >= 0)
         fail("anomaly: {} (near {}) returned a non-finite gradient for input {} ({}), from a{} output gradient", n->name_,
              n->origin_.empty() ? "unnamed tensors" : n->origin_, i, describe(gi),
              first_non_finite(g) >= 0 ? " non-finite" : " finite");
