@@ -91,15 +91,12 @@ StateDict Optimizer::state_dict() const {
   return out;
 }
 
-namespace {
-/// The value of a one-element state tensor, which must be finite.
-double finite_scalar(const std::string& key, const Tensor& t) {
-  XG_CHECK(t.numel() == 1, "load_state_dict: {} has shape {}, expected one value", key, shape_str(t.shape()));
+double state_scalar(std::string_view who, const std::string& key, const Tensor& t) {
+  XG_CHECK(t.numel() == 1, "{}: load_state_dict: {} has shape {}, expected one value", who, key, shape_str(t.shape()));
   const double v = t.item();
-  XG_CHECK(std::isfinite(v), "load_state_dict: {} is {}, expected a finite number", key, v);
+  XG_CHECK(std::isfinite(v), "{}: load_state_dict: {} is {}, expected a finite number", who, key, v);
   return v;
 }
-}  // namespace
 
 void Optimizer::load_state_dict(const StateDict& state) {
   std::map<std::string, Tensor> given(state.begin(), state.end());
@@ -113,7 +110,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     auto wd = given.find(fmt::format("group.{}.weight_decay", i));
     if (lr == given.end() || wd == given.end())
       fail("{}: load_state_dict: no settings for parameter group {} (the checkpoint has fewer groups)", name_, i);
-    settings.emplace_back(finite_scalar(lr->first, lr->second), finite_scalar(wd->first, wd->second));
+    settings.emplace_back(state_scalar(name_, lr->first, lr->second), state_scalar(name_, wd->first, wd->second));
     XG_CHECK(settings.back().first >= 0 && settings.back().second >= 0,
              "{}: load_state_dict: group {} has lr {} and weight_decay {}; both must be >= 0", name_, i,
              settings.back().first, settings.back().second);
@@ -132,7 +129,7 @@ void Optimizer::load_state_dict(const StateDict& state) {
     if (it == params.end())
       fail("{}: load_state_dict: state for unknown parameter \"{}\"", name_, param);
     if (what == "step") {
-      const double step = finite_scalar(key, t);
+      const double step = state_scalar(name_, key, t);
       XG_CHECK(step >= 1 && step <= 0x1p53 && step == std::floor(step),
                "{}: load_state_dict: {} is {}, not a step count (a whole number >= 1)", name_, key, step);
       new_steps[param] = static_cast<std::int64_t>(step);

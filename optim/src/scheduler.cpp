@@ -24,15 +24,6 @@ StateDict LRScheduler::state_dict() const {
     out.emplace_back(fmt::format("base_lr.{}", i), scalar_tensor(base_[i], DType::float64));
   return out;
 }
-namespace {
-/// The finite value of a one-element state tensor.
-double state_value(const std::string& key, const Tensor& t) {
-  XG_CHECK(t.numel() == 1, "LRScheduler: load_state_dict: {} has shape {}, expected one value", key, shape_str(t.shape()));
-  const double v = t.item();
-  XG_CHECK(std::isfinite(v), "LRScheduler: load_state_dict: {} is {}, expected a finite number", key, v);
-  return v;
-}
-}  // namespace
 
 void LRScheduler::load_state_dict(const StateDict& state) {
   // Read and checked in full before anything changes.
@@ -40,7 +31,7 @@ void LRScheduler::load_state_dict(const StateDict& state) {
   std::vector<double> base = base_;
   for (const auto& [k, t] : state) {
     if (k == "step") {
-      step = state_value(k, t);
+      step = state_scalar("LRScheduler", k, t);
       XG_CHECK(step >= 0 && step <= 0x1p53 && step == std::floor(step),
                "LRScheduler: load_state_dict: step is {}, expected a whole number >= 0", step);
     } else if (k.rfind("base_lr.", 0) == 0) {
@@ -49,7 +40,7 @@ void LRScheduler::load_state_dict(const StateDict& state) {
       auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), i);
       XG_CHECK(ec == std::errc() && end == digits.data() + digits.size() && !digits.empty() && i < base.size(),
                "LRScheduler: load_state_dict: {} does not name one of the optimizer's {} groups", k, base.size());
-      base[i] = state_value(k, t);
+      base[i] = state_scalar("LRScheduler", k, t);
       XG_CHECK(base[i] >= 0, "LRScheduler: load_state_dict: {} is {}, expected >= 0", k, base[i]);
     } else {
       fail("LRScheduler: load_state_dict: unexpected entry {}", k);

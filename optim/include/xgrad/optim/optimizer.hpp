@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -73,5 +74,9 @@ class Optimizer {
   std::map<std::string, std::map<std::string, Tensor>> state_;
   std::map<std::string, std::int64_t> steps_;
 };
+
+/// The value of a one-element tensor of saved state (a step, a learning rate), which must be finite;
+/// errors name `who` and the key. For load_state_dict of optimizers and schedules, built-in or not.
+double state_scalar(std::string_view who, const std::string& key, const Tensor& t);
 
 }  // namespace xg::optim
