@@ -5,7 +5,8 @@
 //   Tensor my_square(const Tensor& x) {
 //     Tensor y = xg::empty(x.shape(), {x.dtype()});
 //     xg::kernel::dispatch_float(x.dtype(), "my_square", [&]<class T>() {
-//       const T* a = xg::kernel::ptr<T>(xg::kernel::contiguous_data(x));
+//       Tensor xc = xg::kernel::contiguous_data(x);  // held: a strided x's copy must outlive the loop
+//       const T* a = xg::kernel::ptr<T>(xc);
 //       T* out = xg::kernel::ptr<T>(y);
 //       for (std::int64_t i = 0; i < x.numel(); ++i) out[i] = a[i] * a[i];
 //     });
