@@ -1,5 +1,6 @@
 // xgrad side of the GPT benchmarks (see torch_gpt.py for the same model in PyTorch).
-//   bench_gpt CONFIG THREADS [train|sample|sample-nocache]  -> prints one JSON line
+//   bench_gpt CONFIG THREADS [train|train-checkpoint|sample|sample-nocache]  -> prints one JSON line
+// train-checkpoint recomputes each block's activations in backward (activation checkpointing).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -21,7 +22,7 @@ double peak_mb() {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fmt::print(stderr, "usage: bench_gpt baby|gpt2 THREADS [train|sample|sample-nocache]\n");
+    fmt::print(stderr, "usage: bench_gpt baby|gpt2 THREADS [train|train-checkpoint|sample|sample-nocache]\n");
     return 2;
   }
   std::string name = argv[1], mode = argc > 3 ? argv[3] : "train";
@@ -39,7 +40,8 @@ int main(int argc, char** argv) {
   }
   xg::manual_seed(0);
   gpt::GPT model(c);
-  if (mode == "train") {
+  if (mode == "train" || mode == "train-checkpoint") {
+    model.set_activation_checkpointing(mode == "train-checkpoint");
     xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3, .betas = {0.9, 0.99}});
     xg::Tensor x = xg::randint(0, c.vocab_size, {batch, seq}), y = xg::randint(0, c.vocab_size, {batch, seq});
     auto step = [&] {

@@ -22,6 +22,9 @@ common=(--data corpus.txt --n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --b
 grep -q "resuming from part at iteration 10" resume.log
 cmp full/model.safetensors part/model.safetensors || { echo "FAIL: resumed training differs from uninterrupted training"; exit 1; }
 cmp full/train_state.safetensors part/train_state.safetensors || { echo "FAIL: resumed training state differs"; exit 1; }
+# Activation checkpointing changes memory, not results: the same model, bit for bit.
+"$gpt" train "${common[@]}" --out ckpt --max-iters 20 --checkpoint-activations > ckpt.log
+cmp full/model.safetensors ckpt/model.safetensors || { echo "FAIL: --checkpoint-activations changed the trained model"; exit 1; }
 # metrics.csv: the same rows but for the tokens/s column, which is a timing.
 diff <(cut -d, -f1-4 full/metrics.csv) <(cut -d, -f1-4 part/metrics.csv) || { echo "FAIL: metrics.csv differs after resume"; exit 1; }
 

@@ -219,3 +219,44 @@ TEST_CASE("GPT-2 BPE round-trips arbitrary UTF-8", "[gpt][bpe]") {
   auto meta = tok->metadata();
   CHECK(gpt::tokenizer_from_metadata(meta)->encode("Hello world") == std::vector<std::int64_t>{15496, 995});
 }
+
+TEST_CASE("activation checkpointing gives the same loss and gradients, bit for bit, dropout included", "[gpt]") {
+  gpt::GPTConfig c = tiny();
+  c.dropout = 0.2;
+  auto run = [&](bool checkpointing) {
+    xg::manual_seed(21);
+    gpt::GPT model(c);
+    model.set_activation_checkpointing(checkpointing);
+    Tensor x = xg::index_tensor({1, 2, 3, 4, 5, 0, 6, 1, 2, 3}, {2, 5});
+    Tensor y = xg::index_tensor({2, 3, 4, 5, 0, 6, 1, 2, 3, 4}, {2, 5});
+    Tensor loss = model.loss(x, y);
+    loss.backward();
+    std::vector<double> out = {loss.item()};
+    for (auto& p : model.parameters())
+      for (double v : p.grad().to_vector<double>()) out.push_back(v);
+    return out;
+  };
+  const auto plain = run(false), checkpointed = run(true);
+  REQUIRE(plain.size() == checkpointed.size());
+  CHECK(plain == checkpointed);
+}
+
+TEST_CASE("checkpoint recomputes a block in backward and refuses create_graph", "[nn]") {
+  Tensor w = test::uniform({3, 3}, -1, 1, 30);
+  Tensor x = test::uniform({2, 3}, -1, 1, 31);
+  auto block = [&w](const std::vector<Tensor>& in) { return xg::tanh(xg::matmul(in[0], w)) * in[0]; };
+  Tensor plain = xg::sum(block({x}) * block({x}));
+  auto want = xg::autograd::grad({plain}, {x, w});
+  int calls = 0;
+  auto counted = [&](const std::vector<Tensor>& in) { ++calls; return block(in); };
+  Tensor y = xg::nn::checkpoint(counted, {x});
+  CHECK(calls == 1);
+  CHECK(!y.grad_fn()->inputs().empty());
+  Tensor loss = xg::sum(y * y);
+  loss.backward({}, true);
+  CHECK(calls == 2);  // the block ran again in backward
+  CHECK(xg::allclose(x.grad(), want[0], 1e-14, 1e-14));
+  CHECK(xg::allclose(w.grad(), want[1], 1e-14, 1e-14));  // the parameter inside the block gets its gradient
+  test::require_error([&] { loss.backward({}, true, /*create_graph=*/true); }, {"checkpoint", "create_graph"});
+  test::require_error([&] { xg::autograd::grad({loss}, {x}); }, {"checkpoint", "use backward()"});
+}

@@ -46,7 +46,9 @@ void set_grad_enabled(bool enabled) { grad_enabled = enabled; }
 
 namespace {
 thread_local bool fused_backward_allowed = true;
+thread_local int grad_calls = 0;  // autograd::grad calls running on this thread
 }
+bool is_computing_grad() { return grad_calls > 0; }
 bool use_fused_backward() { return fused_backward_allowed && !grad_enabled; }
 CompositeBackwardGuard::CompositeBackwardGuard() : prev_(fused_backward_allowed) { fused_backward_allowed = false; }
 CompositeBackwardGuard::~CompositeBackwardGuard() { fused_backward_allowed = prev_; }
@@ -357,6 +359,10 @@ void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& gra
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs, GradOptions options) {
+  struct Count {
+    Count() { ++grad_calls; }
+    ~Count() { --grad_calls; }
+  } counting;
   return Engine({.keep_graph = options.retain_graph || options.create_graph,
                  .create_graph = options.create_graph,
                  .inputs = &inputs,

@@ -198,8 +198,15 @@ Tensor GPT::forward(const Tensor& idx, std::vector<nn::KVCache>& cache, bool las
   Tensor pos = xg::arange(static_cast<double>(past), static_cast<double>(past + t), 1.0, {xg::int64});
   Tensor x = transformer->wte->forward(idx) + transformer->wpe->forward(pos);  // [B, T, C] + [T, C]
   x = F::dropout(x, config_.dropout, is_training());
-  for (std::size_t i = 0; i < transformer->h->size(); ++i)
-    x = transformer->h->at<Block>(i)->forward(x, cached ? &cache[i] : nullptr);
+  for (std::size_t i = 0; i < transformer->h->size(); ++i) {
+    auto block = transformer->h->at<Block>(i);
+    if (checkpoint_blocks_ && !cached) {
+      // The block is held by value: backward runs it again after this loop is gone.
+      x = nn::checkpoint([block](const std::vector<Tensor>& in) { return block->forward(in[0], nullptr); }, {x});
+    } else {
+      x = block->forward(x, cached ? &cache[i] : nullptr);
+    }
+  }
   if (last_only) x = xg::narrow(x, 1, t - 1, 1);  // the head is per position: skip the ones not needed
   return lm_head->forward(transformer->ln_f->forward(x));
 }

@@ -78,6 +78,9 @@ class GPT : public xg::nn::Module {
   /// Mean cross-entropy of forward(idx) against targets [B, T].
   xg::Tensor loss(const xg::Tensor& idx, const xg::Tensor& targets);
   const GPTConfig& config() const { return config_; }
+  /// Recompute each block's activations in backward instead of keeping them (nn::checkpoint): less
+  /// memory for one more forward pass; the same gradients.
+  void set_activation_checkpointing(bool on) { checkpoint_blocks_ = on; }
   /// Parameters without the tied lm_head (nanoGPT's count).
   std::int64_t num_parameters(bool non_embedding = true) const;
 
@@ -86,6 +89,7 @@ class GPT : public xg::nn::Module {
 
  private:
   GPTConfig config_;
+  bool checkpoint_blocks_ = false;
 };
 
 /// Sampling settings.

@@ -66,6 +66,8 @@ void add_training_flags(CLI::App* cmd, TrainSettings& s) {
   cmd->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
   cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
   cmd->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  cmd->add_flag("--checkpoint-activations", s.checkpoint_activations,
+                "Recompute each block's activations in backward instead of keeping them: less memory, same gradients");
   cmd->add_flag("--detect-anomaly", s.detect_anomaly,
                 "Check every op's output and gradient for NaN/inf and stop at the first, naming the op and layer (slow)");
 }

@@ -85,6 +85,7 @@ void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const Tra
   Metrics metrics(s.out, s.resume, start);
   Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum, s.log_interval);
   const std::int64_t b = s.batch_size, t = model.config().block_size;
+  model.set_activation_checkpointing(s.checkpoint_activations);
   DivergenceGuard divergence;
   model.train();
   for (std::int64_t iter = start;; ++iter) {

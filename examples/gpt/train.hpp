@@ -20,6 +20,7 @@ struct TrainSettings {
   std::uint64_t seed = 1337;
   int threads = 0;
   bool detect_anomaly = false;  // check every op's output and gradient for NaN/inf (slow)
+  bool checkpoint_activations = false;  // recompute each block's activations in backward (less memory)
   std::string tokenizer = "char", bpe_dir = "data/gpt2";
 };
 

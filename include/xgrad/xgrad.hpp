@@ -5,6 +5,7 @@
 #include "xgrad/check.hpp"
 #include "xgrad/format.hpp"
 #include "xgrad/gradcheck.hpp"
+#include "xgrad/nn/checkpoint.hpp"
 #include "xgrad/nn/functional.hpp"
 #include "xgrad/nn/init.hpp"
 #include "xgrad/nn/layers.hpp"

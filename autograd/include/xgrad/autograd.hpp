@@ -193,6 +193,10 @@ struct GradOptions {
   bool allow_unused = false;  // return undefined tensors for inputs the outputs do not depend on
 };
 
+/// True while autograd::grad runs on this thread: it returns gradients rather than accumulating them, so
+/// a backward rule must not accumulate into .grad either (nn::checkpoint refuses to run then).
+bool is_computing_grad();
+
 /// Gradients of `outputs` with respect to `inputs`, without touching any .grad.
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs = {}, GradOptions options = {});
