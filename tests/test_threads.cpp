@@ -11,11 +11,13 @@ using xg::Tensor;
 
 namespace {
 
+/// A model initialised from its own generator: the default one is shared by every thread, so drawing
+/// from it on several threads at once interleaves the numbers.
 std::shared_ptr<nn::Sequential> small_model(std::uint64_t seed) {
-  xg::manual_seed(seed);
+  xg::Generator gen(seed);
   auto m = std::make_shared<nn::Sequential>();
-  m->push_back(std::make_shared<nn::Linear>(6, 16)).push_back(std::make_shared<nn::GELU>());
-  m->push_back(std::make_shared<nn::LayerNorm>(16)).push_back(std::make_shared<nn::Linear>(16, 4));
+  m->push_back(std::make_shared<nn::Linear>(nn::LinearOptions(6, 16), &gen)).push_back(std::make_shared<nn::GELU>());
+  m->push_back(std::make_shared<nn::LayerNorm>(16)).push_back(std::make_shared<nn::Linear>(nn::LinearOptions(16, 4), &gen));
   m->to(xg::float64);
   return m;
 }
