@@ -208,6 +208,8 @@ CASES = [
     ("--tokenizer unknown", "--tokenizer must be char or gpt2", TRAIN + ["--tokenizer", "wordpiece"]),
     ("--bpe-dir missing", "cannot open", TRAIN + ["--tokenizer", "gpt2", "--bpe-dir", "nowhere"]),
     ("unknown flag", "--learning-rate", TRAIN + ["--learning-rate", "1"]),
+    ("--checkpoint-activations not a boolean", "--checkpoint-activations", TRAIN + ["--checkpoint-activations=maybe"]),
+    ("--detect-anomaly not a boolean", "--detect-anomaly", TRAIN + ["--detect-anomaly=perhaps"]),
     # ---- corpora ----
     ("data missing", "does not exist", ["train", "--data", "missing.txt", "--out", "new"]),
     ("data empty", "is empty", ["train", "--data", "empty.txt", "--out", "new"]),
