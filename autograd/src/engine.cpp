@@ -1,5 +1,7 @@
 // The graph and the engine: grad mode, recording nodes, saved tensors, backward and grad.
 #include <algorithm>
+#include <atomic>
+#include <functional>
 #include <cctype>
 #include <climits>
 #include <cmath>
@@ -95,6 +97,41 @@ std::mutex& leaf_mutex(const TensorImpl* leaf) {
   return stripes[(reinterpret_cast<std::uintptr_t>(leaf) >> 6) % 64];
 }
 }  // namespace
+
+std::uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, PostAccumulateGradHook hook) {
+  XG_CHECK(leaf.defined() && leaf.is_leaf() && leaf.requires_grad(),
+           "register_post_accumulate_grad_hook: the tensor is not a leaf that requires grad");
+  XG_CHECK(static_cast<bool>(hook), "register_post_accumulate_grad_hook: the hook is empty");
+  static std::atomic<std::uint64_t> next_id{1};
+  const std::uint64_t id = next_id++;
+  auto& impl = *leaf.impl();
+  std::lock_guard lock(leaf_mutex(&impl));
+  // Copy on write: a backward running hooks on another thread keeps the list it took.
+  auto hooks = impl.hooks ? std::make_shared<LeafHooks>(*impl.hooks) : std::make_shared<LeafHooks>();
+  hooks->hooks.emplace_back(id, std::move(hook));
+  impl.hooks = std::move(hooks);
+  return id;
+}
+
+void remove_post_accumulate_grad_hook(const Tensor& leaf, std::uint64_t id) {
+  if (!leaf.defined()) return;
+  auto& impl = *leaf.impl();
+  std::lock_guard lock(leaf_mutex(&impl));
+  if (!impl.hooks) return;
+  auto hooks = std::make_shared<LeafHooks>(*impl.hooks);
+  std::erase_if(hooks->hooks, [id](const auto& h) { return h.first == id; });
+  impl.hooks = hooks->hooks.empty() ? nullptr : std::move(hooks);
+}
+
+namespace {
+thread_local int backward_depth = 0;  // backward() calls running on this thread (nested by checkpointing)
+thread_local std::vector<std::function<void()>>* pending_callbacks = nullptr;
+}  // namespace
+
+void queue_callback(std::function<void()> fn) {
+  XG_CHECK(backward_depth > 0 && pending_callbacks, "queue_callback: no backward is running on this thread");
+  pending_callbacks->push_back(std::move(fn));
+}
 
 std::shared_ptr<Node> grad_accumulator(const Tensor& leaf) {
   auto& impl = leaf.impl();
@@ -256,7 +293,10 @@ struct Engine {
       Tensor g = std::move(tasks[n].grad);
       deliver(n, g);
       if (n->leaf_) {
-        if (!opt.inputs && g.defined()) accumulate_leaf(*n->leaf_, std::move(g), opt.create_graph);
+        if (!opt.inputs && g.defined()) {
+          accumulate_leaf(*n->leaf_, std::move(g), opt.create_graph);
+          run_hooks(n->leaf_);
+        }
         continue;
       }
       if (g.defined()) apply_rule(n, g);
@@ -335,6 +375,17 @@ struct Engine {
     }
   }
 
+  static void run_hooks(const std::shared_ptr<TensorImpl>& leaf) {
+    std::shared_ptr<LeafHooks> hooks;
+    {
+      std::lock_guard lock(leaf_mutex(leaf.get()));
+      hooks = leaf->hooks;
+    }
+    if (!hooks) return;
+    Tensor t(leaf);
+    for (auto& [id, hook] : hooks->hooks) hook(t);
+  }
+
   static void accumulate_leaf(TensorImpl& leaf, Tensor g, bool create_graph) {
     std::lock_guard lock(leaf_mutex(&leaf));
     if (create_graph) {
@@ -354,7 +405,19 @@ struct Engine {
 
 void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
               bool create_graph) {
+  // The outermost backward owns the callback list; nested ones (checkpointed blocks) add to it.
+  std::vector<std::function<void()>> callbacks;
+  struct Depth {
+    explicit Depth(std::vector<std::function<void()>>* mine) {
+      if (++backward_depth == 1) pending_callbacks = mine;
+    }
+    ~Depth() {
+      if (--backward_depth == 0) pending_callbacks = nullptr;
+    }
+  } depth(&callbacks);
   Engine({.keep_graph = retain_graph || create_graph, .create_graph = create_graph}).run(outputs, grad_outputs);
+  if (backward_depth == 1)
+    for (std::size_t i = 0; i < callbacks.size(); ++i) callbacks[i]();  // a callback may queue another
 }
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,

@@ -3,6 +3,9 @@
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
+#include "xgrad/distributed/communicator.hpp"
+#include "xgrad/distributed/ddp.hpp"
+#include "xgrad/distributed/zero.hpp"
 #include "xgrad/format.hpp"
 #include "xgrad/gradcheck.hpp"
 #include "xgrad/nn/checkpoint.hpp"

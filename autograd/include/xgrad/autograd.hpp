@@ -1,6 +1,7 @@
 // xgrad: the graph recorded as ops run, grad mode, the engine entry points and the custom-op API.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <initializer_list>
 #include <memory>
@@ -181,6 +182,27 @@ class Saved {
 
 /// The node that accumulates gradients into a leaf's .grad (created on first use).
 std::shared_ptr<Node> grad_accumulator(const Tensor& leaf);
+
+/// Called with a leaf once backward has accumulated into its .grad, after every contribution of that
+/// backward (a weight used twice, e.g. tied embeddings, fires once with both summed). Distributed data
+/// parallel training starts reducing gradients from here. Runs on the thread running backward; not
+/// called by autograd::grad, which accumulates nothing.
+using PostAccumulateGradHook = std::function<void(const Tensor& leaf)>;
+
+/// The hooks of one leaf (kept in TensorImpl::hooks).
+struct LeafHooks {
+  std::vector<std::pair<std::uint64_t, PostAccumulateGradHook>> hooks;
+};
+
+/// Registers a hook on a leaf that requires grad (like torch.Tensor.register_post_accumulate_grad_hook);
+/// returns an id for remove_post_accumulate_grad_hook.
+std::uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, PostAccumulateGradHook hook);
+void remove_post_accumulate_grad_hook(const Tensor& leaf, std::uint64_t id);
+
+/// Queues `fn` to run on this thread when the outermost backward now running has finished (like
+/// torch's Variable._execution_engine.queue_callback). Only valid inside a backward, e.g. from a hook;
+/// callbacks of a backward that fails are dropped.
+void queue_callback(std::function<void()> fn);
 
 /// Runs backward from `outputs`, accumulating into the .grad of the leaves.
 void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs = {},

@@ -38,6 +38,7 @@ class Error : public std::runtime_error {
 
 namespace autograd {
 class Node;
+struct LeafHooks;
 }
 class Tensor;
 struct TensorImpl;
@@ -65,6 +66,7 @@ struct TensorImpl {
   std::shared_ptr<TensorImpl> grad;
   std::shared_ptr<autograd::Node> grad_fn;
   std::weak_ptr<autograd::Node> grad_accumulator;  // leaves: the node that accumulates into .grad (cached weakly)
+  std::shared_ptr<autograd::LeafHooks> hooks;       // leaves: post-accumulate-grad hooks (autograd.hpp)
   std::string name;
 };
 

@@ -51,12 +51,14 @@ class Optimizer {
   /// Sets the learning rate of one group, or of all groups.
   void set_lr(std::size_t group, double lr) { groups_.at(group).lr = lr; }
   void set_lr(double lr);
+  double weight_decay(std::size_t group = 0) const { return groups_.at(group).weight_decay; }
+  void set_weight_decay(std::size_t group, double weight_decay) { groups_.at(group).weight_decay = weight_decay; }
 
   /// The optimizer's state as tensors: per parameter "<name>.<buffer>" (e.g. "fc1.weight.exp_avg") and
   /// "<name>.step", and per group "group.<i>.lr" / "group.<i>.weight_decay".
-  StateDict state_dict() const;
+  virtual StateDict state_dict() const;
   /// Restores a state_dict(); the parameter names and shapes must match.
-  void load_state_dict(const StateDict& state);
+  virtual void load_state_dict(const StateDict& state);
   void save(const std::string& path) const;
   void load(const std::string& path);
 
