@@ -8,7 +8,7 @@
 using xg::Tensor;
 namespace dist = xg::distributed;
 
-TEST_CASE("distributed checks on 2 and 3 thread ranks") {
+TEST_CASE("distributed checks on 2 and 3 thread ranks", "[threads][distributed]") {
   for (int ranks : {2, 3})
     for (const auto& [name, check] : test::distributed_checks()) {
       INFO(name << " with " << ranks << " ranks");
@@ -29,7 +29,7 @@ TEST_CASE("distributed checks on one rank") {
   }
 }
 
-TEST_CASE("a rank that fails ends the others' collectives with its error") {
+TEST_CASE("a rank that fails ends the others' collectives with its error", "[threads][distributed]") {
   std::vector<std::string> seen(3);
   test::require_error(
       [&] {
@@ -47,7 +47,7 @@ TEST_CASE("a rank that fails ends the others' collectives with its error") {
   for (int r : {0, 1}) CHECK(seen[static_cast<std::size_t>(r)].find("rank 2 failed: out of data") != std::string::npos);
 }
 
-TEST_CASE("a rank that never arrives times the collective out") {
+TEST_CASE("a rank that never arrives times the collective out", "[threads][distributed]") {
   test::require_error(
       [] {
         dist::run_threads(2, [](dist::Communicator& comm) {

@@ -94,13 +94,24 @@ std::map<std::string, std::string> model_metadata(const GPTConfig& config, const
 
 void save_checkpoint(const std::string& dir, GPT& model, const Tokenizer& tok, const TrainingState& s,
                      std::int64_t iter, double best_val) {
-  fs::create_directories(dir);
   xg::StateDict state;
-  for (auto& [k, t] : s.opt.state_dict()) state.emplace_back("optim." + k, t);
+  for (auto& [k, t] : s.opt.state_dict()) state.emplace_back("optim." + k, t);  // a collective under ZeRO
   for (auto& [k, t] : s.sched.state_dict()) state.emplace_back("sched." + k, t);
-  state.emplace_back("rng.batches", to_words(s.batches.state()));
-  state.emplace_back("rng.default", to_words(xg::default_generator().state()));
-  std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)}, {"best_val_loss", fmt::format("{}", best_val)}};
+  // Every rank's generators: rank 0's under the names a single-process run uses, rank r's with ".r".
+  std::vector<std::uint64_t> words = s.batches.state(), global = xg::default_generator().state();
+  words.insert(words.end(), global.begin(), global.end());
+  const auto all = s.comm.all_gather(to_words(words)).to_vector<std::int64_t>();
+  if (s.comm.rank() != 0) return;
+  for (int r = 0; r < s.comm.size(); ++r) {
+    const std::string suffix = r == 0 ? "" : fmt::format(".{}", r);
+    auto at = all.begin() + static_cast<std::ptrdiff_t>(r) * 12;
+    state.emplace_back("rng.batches" + suffix, xg::index_tensor(std::vector<std::int64_t>(at, at + 6)));
+    state.emplace_back("rng.default" + suffix, xg::index_tensor(std::vector<std::int64_t>(at + 6, at + 12)));
+  }
+  std::map<std::string, std::string> meta = {{"iter", std::to_string(iter)},
+                                             {"best_val_loss", fmt::format("{}", best_val)},
+                                             {"ranks", std::to_string(s.comm.size())}};
+  fs::create_directories(dir);
   // Committed as a pair: the state that matches the current model is kept as train_state.prev until the
   // new model is in place, so a process killed at any point leaves a model with a matching state.
   const fs::path cur = fs::path(dir) / kState, prev = fs::path(dir) / kPrevState;
@@ -128,21 +139,42 @@ xg::SafetensorsFile matching_state(const std::string& dir, std::int64_t iter, st
 }
 }  // namespace
 
+namespace {
+/// "rng.batches" -> rank 0, "rng.batches.3" -> rank 3; -1 if `key` is not `base` with a rank.
+int rank_of(const std::string& key, const std::string& base) {
+  if (key == base) return 0;
+  if (key.rfind(base + ".", 0) != 0) return -1;
+  int r = 0;
+  const char* b = key.data() + base.size() + 1;
+  auto [end, ec] = std::from_chars(b, key.data() + key.size(), r);
+  return ec == std::errc() && end == key.data() + key.size() && r >= 1 && r < (1 << 20) && *b != '0' ? r : -1;
+}
+}  // namespace
+
 double load_training_state(const std::string& dir, std::int64_t iter, const TrainingState& s) {
   std::string path;
   xg::SafetensorsFile file = matching_state(dir, iter, path);
   const double best = meta_real(file, path, "best_val_loss", "gpt training state");
   // Everything is read and checked before the optimizer, schedule or generators change.
   xg::StateDict opt, sched;
-  std::vector<std::uint64_t> batches, global;
+  std::map<int, std::vector<std::uint64_t>> batches, global;
   for (auto& [k, t] : file.tensors) {
     if (k.rfind("optim.", 0) == 0) opt.emplace_back(k.substr(6), t);
     else if (k.rfind("sched.", 0) == 0) sched.emplace_back(k.substr(6), t);
-    else if (k == "rng.batches") batches = from_words(path, k, t);
-    else if (k == "rng.default") global = from_words(path, k, t);
+    else if (int r = rank_of(k, "rng.batches"); r >= 0) batches[r] = from_words(path, k, t);
+    else if (int q = rank_of(k, "rng.default"); q >= 0) global[q] = from_words(path, k, t);
     else xg::fail("{}: unexpected entry \"{}\"", path, k);
   }
-  if (batches.empty() || global.empty()) xg::fail("{}: the random generators' state is missing", path);
+  if (!batches.count(0) || !global.count(0)) xg::fail("{}: the random generators' state is missing", path);
+  for (const auto& [r, w] : batches)
+    if (!global.count(r) || static_cast<std::size_t>(r) >= batches.size() || global.size() != batches.size())
+      xg::fail("{}: the generators of rank {} are incomplete (ranks must be 0..n-1, each with rng.batches and "
+               "rng.default)", path, r);
+  const int saved = static_cast<int>(batches.size()), rank = s.comm.rank();
+  if (saved != s.comm.size() && rank == 0)
+    fmt::print("note: the checkpoint was written by {} rank{} and this run has {}: {}\n", saved, saved == 1 ? "" : "s",
+               s.comm.size(), saved < s.comm.size() ? "the new ranks draw from new generators"
+                                                   : "the other ranks' generators are not used");
   // Each validates its whole state before changing; the optimizer is put back if the schedule refuses.
   const xg::StateDict opt_before = s.opt.state_dict();
   s.opt.load_state_dict(opt);
@@ -152,8 +184,14 @@ double load_training_state(const std::string& dir, std::int64_t iter, const Trai
     s.opt.load_state_dict(opt_before);
     throw;
   }
-  s.batches.set_state(batches);
-  xg::default_generator().set_state(global);
+  if (rank < saved) {
+    s.batches.set_state(batches[rank]);
+    xg::default_generator().set_state(global[rank]);
+  } else {
+    const std::uint64_t fresh = s.seed + 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank) + static_cast<std::uint64_t>(iter);
+    s.batches.manual_seed(fresh + 1);
+    xg::default_generator().manual_seed(fresh);
+  }
   return best;
 }
 

@@ -37,13 +37,17 @@ struct TrainingState {
   xg::optim::Optimizer& opt;
   xg::optim::LRScheduler& sched;
   xg::Generator& batches;  // the batch sampler's generator (the default generator is saved too)
+  xg::distributed::Communicator& comm;  // each rank's generators are saved; rank 0 writes
+  std::uint64_t seed = 0;               // seeds the generators of ranks a checkpoint has none for
 };
 
-/// Writes DIR/train_state.safetensors, then DIR/model.safetensors, each atomically.
+/// Writes DIR/train_state.safetensors, then DIR/model.safetensors, each atomically. Every rank calls it
+/// (the optimizer state and the generators are gathered); rank 0 writes.
 void save_checkpoint(const std::string& dir, GPT& model, const Tokenizer& tok, const TrainingState& state,
                      std::int64_t iter, double best_val);
 /// Restores DIR/train_state.safetensors into `state`, after checking it belongs to a model file at `iter`;
-/// returns the best validation loss so far.
+/// returns the best validation loss so far. Each rank takes its own generators; a run on more ranks than
+/// the checkpoint's seeds the new ranks' generators from the seed, the rank and the iteration.
 double load_training_state(const std::string& dir, std::int64_t iter, const TrainingState& state);
 
 /// LoRA adapter settings, as stored with an adapter.

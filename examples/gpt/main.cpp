@@ -3,6 +3,7 @@
 // loop, train, finetune), metrics.cpp (metrics.csv, plot, progress), inference.cpp (eval, sample).
 //
 //   gpt train --data FILE --out DIR [--resume] [model and training flags]   (gpt train --help)
+//   mpirun -np 2 gpt train ...   (data-parallel: the same command on every rank)
 //   gpt sample --out DIR --prompt "ROMEO:" --num-tokens 300 --temperature 0.8 --top-k 40
 //   gpt eval --out DIR --data FILE [--dump grads.safetensors]
 //   gpt finetune --base DIR --data FILE --out ADAPTER_DIR [--rank 8 --alpha 16]
@@ -46,6 +47,8 @@ void check_training_settings(const TrainSettings& s) {
   in_range("--eval-iters", s.eval_iters, 1, kMaxBatch);
   in_range("--log-interval", s.log_interval, 1, kMaxCount);
   in_range("--threads", std::int64_t{s.threads}, 0, 1024);
+  in_range("--bucket-mb", s.bucket_mb, 0.001, 1e5);
+  in_range("--dist-timeout", s.dist_timeout, 0.1, 1e7);
 }
 
 /// The optimisation and logging flags train and finetune share.
@@ -95,6 +98,14 @@ Command add_train(CLI::App& app, TrainSettings& s, gpt::GPTConfig& cfg) {
   tr->add_option("--attention", cfg.attention, "dense, window or alternating")->capture_default_str();
   tr->add_option("--window", cfg.window, "Sliding-window size for windowed layers")->capture_default_str();
   add_training_flags(tr, s);
+  tr->add_flag("--zero-optimizer", s.zero_optimizer,
+               "Under mpirun: each rank keeps AdamW's moments for its shard of the parameters only (ZeRO-1)");
+  tr->add_option("--bucket-mb", s.bucket_mb, "Under mpirun: gradients are averaged in buckets of this many MB")
+      ->capture_default_str();
+  tr->add_option("--comm-thread", s.comm_thread, "Under mpirun: average gradients on a thread while backward runs")
+      ->capture_default_str();
+  tr->add_option("--dist-timeout", s.dist_timeout,
+                 "Under mpirun: seconds a rank waits for the others before ending the job")->capture_default_str();
   return {tr, [tr, &s, &cfg] {
             check_training_settings(s);
             std::vector<std::string> given;

@@ -20,33 +20,50 @@ namespace gpt {
 
 namespace {
 
-/// Mean loss over `batches` batches, drawn the same way at every evaluation so the numbers compare.
+/// Sum over the ranks (a no-op on one).
+double sum_over_ranks(xg::distributed::Communicator& comm, double v) {
+  if (comm.size() == 1) return v;
+  Tensor t = xg::scalar_tensor(v, xg::float64);
+  comm.all_reduce(t);
+  return t.item();
+}
+
+/// Mean loss over `batches` batches, drawn the same way at every evaluation so the numbers compare. The
+/// ranks share them: rank r evaluates batches r, r + n, ...
 double estimate_loss(GPT& model, const std::vector<std::int64_t>& data, std::int64_t batches, std::int64_t b,
-                     std::int64_t t) {
+                     std::int64_t t, xg::distributed::Communicator& comm) {
   xg::autograd::NoGradGuard ng;
   model.eval();
   xg::Generator gen(4242);
   double total = 0;
   for (std::int64_t i = 0; i < batches; ++i) {
     auto [x, y] = get_batch(data, b, t, gen);
-    total += model.loss(x, y).item();
+    if (i % comm.size() == comm.rank()) total += model.loss(x, y).item();
   }
   model.train();
-  return total / static_cast<double>(batches);
+  return sum_over_ranks(comm, total) / static_cast<double>(batches);
 }
 
-/// One optimizer step over grad_accum micro-batches; returns the step's loss. A step whose loss or
-/// gradient norm is not finite is skipped (the weights stay as they were) and its loss returned as is.
+/// One optimizer step over grad_accum micro-batches on every rank; returns the step's loss (the mean over
+/// ranks). With data parallelism, gradients are averaged over the ranks in the last micro-batch's
+/// backward. A step whose loss or gradient norm is not finite is skipped (the weights stay as they were)
+/// and its loss returned as is.
 double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg::Generator& gen,
-                  const TrainSettings& s) {
+                  const TrainSettings& s, xg::distributed::DistributedDataParallel* ddp) {
   double loss_sum = 0;
   for (std::int64_t micro = 0; micro < s.grad_accum; ++micro) {
     auto [x, y] = get_batch(data.train, s.batch_size, model.config().block_size, gen);
     Tensor loss = model.loss(x, y);
     if (s.grad_accum > 1) loss = loss / static_cast<double>(s.grad_accum);
-    loss.backward();
+    if (ddp && micro + 1 < s.grad_accum) {
+      auto local = ddp->no_sync();
+      loss.backward();
+    } else {
+      loss.backward();
+    }
     loss_sum += loss.item();
   }
+  if (ddp) loss_sum = sum_over_ranks(ddp->communicator(), loss_sum) / ddp->communicator().size();
   // Frozen parameters have no gradient and are left out; with clipping off the norm is only measured.
   const double max_norm = s.grad_clip > 0 ? s.grad_clip : std::numeric_limits<double>::infinity();
   const double norm = xg::optim::clip_grad_norm_(model.parameters(), max_norm);
@@ -59,12 +76,13 @@ double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg
 struct DivergenceGuard {
   static constexpr int kLimit = 3;
   int in_a_row = 0;
+  bool quiet = false;  // ranks other than 0
   void after_step(std::int64_t iter, double loss) {
     if (std::isfinite(loss)) {
       in_a_row = 0;
       return;
     }
-    fmt::print(stderr, "\nwarning: iteration {}: the loss or gradient norm is {}; the step was skipped\n", iter + 1, loss);
+    if (!quiet) fmt::print(stderr, "\nwarning: iteration {}: the loss or gradient norm is {}; the step was skipped\n", iter + 1, loss);
     if (++in_a_row >= kLimit)
       xg::fail("training diverged: {} steps in a row had a non-finite loss or gradient (up to iteration {}); the last "
                "checkpoint is kept as it was. Lower --lr or raise --warmup-iters, then --resume", kLimit, iter + 1);
@@ -72,47 +90,58 @@ struct DivergenceGuard {
 };
 
 /// The loop train and finetune share: evaluation, metrics, progress, and `checkpoint(iter, best_val)`
-/// at every evaluation, which saves whatever the command keeps.
+/// at every evaluation, which saves whatever the command keeps. Every rank runs it; rank 0 alone shows
+/// progress and writes metrics.
 void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const TrainingState& state, std::int64_t start,
-              double best_val, const std::function<void(std::int64_t, double)>& checkpoint) {
+              double best_val, xg::distributed::DistributedDataParallel* ddp,
+              const std::function<void(std::int64_t, double)>& checkpoint) {
   std::optional<xg::autograd::DetectAnomalyGuard> anomaly;
   if (s.detect_anomaly) {
     // Parameters carry their dotted names, so an anomaly names the layer it happened in.
     for (auto& [name, p] : model.named_parameters()) p.set_name(name);
     anomaly.emplace();
   }
-  fs::create_directories(s.out);
-  Metrics metrics(s.out, s.resume, start);
-  Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum, s.log_interval);
+  xg::distributed::Communicator& comm = state.comm;
+  const bool lead = comm.rank() == 0;
+  std::optional<Metrics> metrics;
+  if (lead) {
+    fs::create_directories(s.out);
+    metrics.emplace(s.out, s.resume, start);
+  }
+  Progress progress(s.max_iters, s.batch_size * model.config().block_size * s.grad_accum * comm.size(),
+                    s.log_interval);
   const std::int64_t b = s.batch_size, t = model.config().block_size;
   model.set_activation_checkpointing(s.checkpoint_activations);
   DivergenceGuard divergence;
+  divergence.quiet = !lead;
   model.train();
   for (std::int64_t iter = start;; ++iter) {
     if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
-      double tr = estimate_loss(model, data.train, s.eval_iters, b, t);
-      double va = estimate_loss(model, data.val, s.eval_iters, b, t);
-      progress.clear_line();
-      fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
-      std::fflush(stdout);
-      metrics.eval_row(iter, tr, va, state.opt.lr(), progress.tokens_per_sec());
+      double tr = estimate_loss(model, data.train, s.eval_iters, b, t, comm);
+      double va = estimate_loss(model, data.val, s.eval_iters, b, t, comm);
+      if (lead) {
+        progress.clear_line();
+        fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);
+        std::fflush(stdout);
+        metrics->eval_row(iter, tr, va, state.opt.lr(), progress.tokens_per_sec());
+      }
       if (std::isfinite(tr) && std::isfinite(va)) {
         best_val = std::min(best_val, va);
         if (iter > 0) checkpoint(iter, best_val);
-      } else {
+      } else if (lead) {
         fmt::print(stderr, "warning: iteration {}: the evaluated loss is not finite; no checkpoint written\n", iter);
       }
-      write_plot(s.out);
+      if (lead) write_plot(s.out);
     }
     if (iter >= s.max_iters) break;
     const double lr = state.opt.lr();
-    const double loss = train_step(model, data, state.opt, state.batches, s);
+    const double loss = train_step(model, data, state.opt, state.batches, s, ddp);
     divergence.after_step(iter, loss);
     state.sched.step();
-    progress.step(iter, loss, lr);
-    if ((iter + 1) % s.log_interval == 0) metrics.train_row(iter + 1, loss, lr, progress.tokens_per_sec());
+    if (lead) progress.step(iter, loss, lr);
+    if (lead && (iter + 1) % s.log_interval == 0) metrics->train_row(iter + 1, loss, lr, progress.tokens_per_sec());
   }
-  fmt::print("done in {}: best val loss {:.4f}\n", human_time(progress.elapsed()), best_val);
+  if (lead) fmt::print("done in {}: best val loss {:.4f}\n", human_time(progress.elapsed()), best_val);
 }
 
 /// --resume: the model flags given on the command line must agree with the checkpoint's config.
@@ -140,8 +169,12 @@ xg::optim::CosineWarmupLR cosine_schedule(xg::optim::Optimizer& opt, const Train
 
 }  // namespace
 
-int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given) {
-  if (s.threads > 0) xg::set_num_threads(s.threads);
+namespace {
+
+/// The body of `gpt train` on one rank.
+int train_rank(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given,
+               const std::shared_ptr<xg::distributed::Communicator>& comm) {
+  const int rank = comm->rank(), ranks = comm->size();
   Checkpoint ck;
   if (s.resume) {
     ck = load_checkpoint(s.out);
@@ -155,13 +188,22 @@ int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>&
   cfg.check_fits(s.batch_size);
   Dataset data = Dataset::make(tok->encode(text), cfg.block_size);
 
-  xg::manual_seed(s.seed);
-  xg::Generator batch_gen(s.seed + 1);
+  // Rank r draws dropout masks and batches from its own generators (rank 0's are a single run's).
+  const auto offset = 0x9E3779B97F4A7C15ull * static_cast<std::uint64_t>(rank);
+  xg::manual_seed(s.seed + offset);
+  xg::Generator batch_gen(s.seed + 1 + offset);
   GPT model(cfg);
-  xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), s.weight_decay),
-                       {.lr = s.lr, .betas = {s.beta1, s.beta2}});
-  auto sched = cosine_schedule(opt, s);
-  TrainingState state{opt, sched, batch_gen};
+  const auto groups = xg::optim::decay_groups(model.named_parameters(), s.weight_decay);
+  const xg::optim::AdamWOptions adamw{.lr = s.lr, .betas = {s.beta1, s.beta2}};
+  std::unique_ptr<xg::optim::Optimizer> opt;
+  if (s.zero_optimizer)
+    opt = std::make_unique<xg::distributed::ZeroRedundancyOptimizer>(groups, comm, [&](std::vector<xg::optim::ParamGroup> g) {
+      return std::make_unique<xg::optim::AdamW>(std::move(g), adamw);
+    });
+  else
+    opt = std::make_unique<xg::optim::AdamW>(groups, adamw);
+  auto sched = cosine_schedule(*opt, s);
+  TrainingState state{*opt, sched, batch_gen, *comm, s.seed};
   double best_val = 1e9;
   if (s.resume) {
     model.load_state_dict(ck.weights);
@@ -170,15 +212,43 @@ int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>&
   }
   fmt::print("{} parameters ({} without position embeddings); vocab {}; {} train / {} val tokens\n",
              model.num_parameters(false), model.num_parameters(true), cfg.vocab_size, data.train.size(), data.val.size());
-  run_loop(s, model, data, state, s.resume ? ck.iter : 0, best_val, [&](std::int64_t iter, double best) {
+  std::unique_ptr<xg::distributed::DistributedDataParallel> ddp;
+  if (ranks > 1) {
+    ddp = std::make_unique<xg::distributed::DistributedDataParallel>(
+        model, comm, xg::distributed::DDPOptions{.bucket_cap_mb = s.bucket_mb, .overlap_communication = s.comm_thread});
+    fmt::print("data parallel over {} ranks ({}): {} ranks x batch {} x {} accumulation = {} sequences, {} tokens per "
+               "step{}\n", ranks, comm->backend(), ranks, s.batch_size, s.grad_accum,
+               ranks * s.batch_size * s.grad_accum, ranks * s.batch_size * s.grad_accum * cfg.block_size,
+               s.zero_optimizer ? "; AdamW state sharded (ZeRO-1)" : "");
+  }
+  std::fflush(stdout);
+  run_loop(s, model, data, state, s.resume ? ck.iter : 0, best_val, ddp.get(), [&](std::int64_t iter, double best) {
     save_checkpoint(s.out, model, *tok, state, iter, best);
   });
   fmt::print("checkpoint in {}/model.safetensors\n", s.out);
   return 0;
 }
 
+}  // namespace
+
+int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given) {
+  if (s.threads > 0) xg::set_num_threads(s.threads);
+  auto comm = xg::distributed::init({.timeout_seconds = s.dist_timeout});
+  if (comm->size() == 1) return train_rank(s, cfg, given, comm);
+  // Rank 0 speaks for the job; a rank that fails ends every rank rather than leave them waiting.
+  if (comm->rank() != 0 && !std::freopen("/dev/null", "w", stdout)) xg::fail("cannot silence rank {}'s output", comm->rank());
+  try {
+    return train_rank(s, cfg, given, comm);
+  } catch (const std::exception& e) {
+    comm->abort(fmt::format("gpt train: error: {}", e.what()));
+    return 1;
+  }
+}
+
 int finetune(const TrainSettings& s, const LoRASettings& l) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
+  auto comm = xg::distributed::init();
+  if (comm->size() > 1) xg::fail("gpt finetune runs on one process; start it without mpirun");
   Checkpoint ck = load_checkpoint(l.base);
   ck.config.check_fits(s.batch_size);
   Dataset data = Dataset::make(ck.tokenizer->encode(read_text(s.data)), ck.config.block_size);
@@ -200,7 +270,7 @@ int finetune(const TrainSettings& s, const LoRASettings& l) {
   xg::optim::AdamW opt(std::vector<xg::optim::ParamGroup>{{trainable}},
                        {.lr = s.lr, .betas = {s.beta1, s.beta2}, .weight_decay = s.weight_decay});
   auto sched = cosine_schedule(opt, s);
-  run_loop(s, *model, data, {opt, sched, batch_gen}, 0, 1e9,
+  run_loop(s, *model, data, {opt, sched, batch_gen, *comm, s.seed}, 0, 1e9, nullptr,
            [&](std::int64_t iter, double) { save_adapter(s.out, *model, ck, l, iter); });
   // The merged export: a plain GPT checkpoint with B A * alpha / r folded into each weight.
   xg::nn::merge_lora(*model);

@@ -21,11 +21,16 @@ struct TrainSettings {
   int threads = 0;
   bool detect_anomaly = false;  // check every op's output and gradient for NaN/inf (slow)
   bool checkpoint_activations = false;  // recompute each block's activations in backward (less memory)
+  // Under mpirun: data-parallel training.
+  bool zero_optimizer = false;  // shard AdamW's moments over the ranks (ZeRO-1)
+  double bucket_mb = 25.0;      // gradient buckets
+  bool comm_thread = true;      // reduce buckets on a communication thread during backward
+  double dist_timeout = 600.0;  // seconds a collective may wait for the other ranks
   std::string tokenizer = "char", bpe_dir = "data/gpt2";
 };
 
 /// `gpt train`. `given` names the model flags set on the command line: with --resume they must match
-/// the checkpoint's config.
+/// the checkpoint's config. Under mpirun every rank runs it: data-parallel, rank 0 logs and saves.
 int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>& given);
 /// `gpt finetune`: LoRA adapters on a base checkpoint; only the adapters train. They are saved alone
 /// (adapter.safetensors) and, at the end, merged into a plain checkpoint (merged/model.safetensors).
