@@ -14,7 +14,7 @@ case "$kind" in
     cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$flags" -DXGRAD_BUILD_BENCH=OFF
     cmake --build "$build" -j2
     # The install test builds a separate consumer project without the sanitizer runtime: left out here.
-    XGRAD_CACHE_LIMIT=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
+    XGRAD_CACHE_LIMIT=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
       ctest --test-dir "$build" -j2 --output-on-failure -E install_and_consume
     ;;
   thread)

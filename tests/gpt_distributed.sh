@@ -20,9 +20,9 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 awk 'BEGIN { srand(7); split("the quick brown fox jumps over a lazy dog and runs far away", w, " ");
              for (i = 0; i < 3000; i++) { printf "%s%s", w[int(rand() * 13) + 1], (i % 11 == 10) ? ".\n" : " " } }' > corpus.txt
-model=(--data corpus.txt --n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --dropout 0.1
+model=(--n-layer 2 --n-head 2 --n-embd 32 --block-size 16 --batch-size 4 --dropout 0.1
        --eval-iters 3 --log-interval 5 --warmup-iters 5 --lr-decay-iters 20 --threads 1)
-common=("${model[@]}" --eval-interval 10)
+common=(--data corpus.txt "${model[@]}" --eval-interval 10)
 
 run 2 "${common[@]}" --out full --max-iters 20 > full.log
 grep -q "data parallel over 2 ranks (mpi): 2 ranks x batch 4 x 1 accumulation = 8 sequences, 128 tokens" full.log ||
@@ -58,8 +58,18 @@ done
 "$gpt" sample --out np3 --prompt "the " --num-tokens 20 --seed 1 > sample.txt
 test -s sample.txt || fail "no sample from the 3-rank checkpoint"
 
+# A rank that fails (here rank 1 alone gets a corpus too small for its context) ends every rank with its error.
+head -c 20 corpus.txt > tiny.txt
+start=$(date +%s)
+if timeout 120 "$mpirun" --mca btl self,vader -np 1 "$gpt" train "${common[@]}" --out failed --max-iters 5 : \
+     -np 1 "$gpt" train "${model[@]}" --data tiny.txt --out failed --max-iters 5 > failed.log 2>&1; then
+  fail "the job succeeded although rank 1 failed"
+fi
+grep -q "rank 1: gpt train: error: the data file is too small" failed.log || fail "no error from rank 1: $(tail -5 failed.log)"
+test $(( $(date +%s) - start )) -lt 60 || fail "ending the job after a failed rank took too long"
+
 # A rank killed with SIGKILL: mpirun ends the job with a message, it does not hang.
-long=("${model[@]}" --max-iters 1000000 --eval-interval 1000000)
+long=(--data corpus.txt "${model[@]}" --max-iters 1000000 --eval-interval 1000000)
 rank_pid() { pgrep -f "^$gpt train .*--out $1" | tail -1; }
 wait_for_rank() { for _ in $(seq 100); do [[ -n "$(rank_pid "$1")" ]] && grep -q "data parallel" "$1.log" 2>/dev/null && return; sleep 0.1; done; fail "$1 did not start"; }
 run 2 "${long[@]}" --out killed > killed.log 2>&1 &

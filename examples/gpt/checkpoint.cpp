@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <filesystem>
@@ -166,8 +167,9 @@ double load_training_state(const std::string& dir, std::int64_t iter, const Trai
     else xg::fail("{}: unexpected entry \"{}\"", path, k);
   }
   if (!batches.count(0) || !global.count(0)) xg::fail("{}: the random generators' state is missing", path);
-  for (const auto& [r, w] : batches)
-    if (!global.count(r) || static_cast<std::size_t>(r) >= batches.size() || global.size() != batches.size())
+  const int top = std::max(batches.rbegin()->first, global.rbegin()->first);
+  for (int r = 0; r <= top; ++r)
+    if (!batches.count(r) || !global.count(r))
       xg::fail("{}: the generators of rank {} are incomplete (ranks must be 0..n-1, each with rng.batches and "
                "rng.default)", path, r);
   const int saved = static_cast<int>(batches.size()), rank = s.comm.rank();

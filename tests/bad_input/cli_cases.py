@@ -61,6 +61,17 @@ def set_meta(key, value):
     return edit
 
 
+def add_copies(*pairs):
+    """Appends copies of tensors under new names: (existing name, new name), ..."""
+    def edit(header, blob):
+        for name, new in pairs:
+            b, e = header[name]["data_offsets"]
+            header[new] = dict(header[name], data_offsets=[len(blob), len(blob) + e - b])
+            blob += blob[b:e]
+        return blob
+    return edit
+
+
 def set_tensor_values(name, values_i64):
     """Overwrites an int64 tensor's data in place."""
     def edit(header, blob):
@@ -109,6 +120,10 @@ def setup():
     copy_checkpoint("ck", "state_best", edit_state=set_meta("best_val_loss", "low"))
     copy_checkpoint("ck", "state_rng_zero", edit_state=set_tensor_values("rng.default", [0] * 6))
     copy_checkpoint("ck", "state_no_rng", edit_state=lambda h, b: None)
+    copy_checkpoint("ck", "state_rank_half", edit_state=add_copies(("rng.batches", "rng.batches.1")))
+    copy_checkpoint("ck", "state_rank_gap", edit_state=add_copies(("rng.batches", "rng.batches.2"),
+                                                                  ("rng.default", "rng.default.2")))
+    copy_checkpoint("ck", "state_rank_name", edit_state=add_copies(("rng.batches", "rng.batches.01")))
     header, blob = read_st("state_no_rng/train_state.safetensors")
     for k in ("rng.batches", "rng.default"):
         header.pop(k)
@@ -210,6 +225,11 @@ CASES = [
     ("unknown flag", "--learning-rate", TRAIN + ["--learning-rate", "1"]),
     ("--checkpoint-activations not a boolean", "--checkpoint-activations", TRAIN + ["--checkpoint-activations=maybe"]),
     ("--detect-anomaly not a boolean", "--detect-anomaly", TRAIN + ["--detect-anomaly=perhaps"]),
+    ("--zero-optimizer not a boolean", "--zero-optimizer", TRAIN + ["--zero-optimizer=perhaps"]),
+    ("--comm-thread not a boolean", "--comm-thread", TRAIN + ["--comm-thread", "sometimes"]),
+    ("--bucket-mb zero", "--bucket-mb is 0", TRAIN + ["--bucket-mb", "0"]),
+    ("--bucket-mb NaN", "--bucket-mb is nan", TRAIN + ["--bucket-mb", "nan"]),
+    ("--dist-timeout negative", "--dist-timeout is -1", TRAIN + ["--dist-timeout", "-1"]),
     # ---- corpora ----
     ("data missing", "does not exist", ["train", "--data", "missing.txt", "--out", "new"]),
     ("data empty", "is empty", ["train", "--data", "empty.txt", "--out", "new"]),
@@ -270,6 +290,9 @@ CASES = [
     ("resume, best loss not a number", "\"best_val_loss\" is \"low\"", RESUME + ["state_best"]),
     ("resume, all-zero generator", "all-zero", RESUME + ["state_rng_zero"]),
     ("resume, generators missing", "random generators' state is missing", RESUME + ["state_no_rng"]),
+    ("resume, a rank's generators incomplete", "the generators of rank 1 are incomplete", RESUME + ["state_rank_half"]),
+    ("resume, generators of rank 2 without rank 1", "the generators of rank 1 are incomplete", RESUME + ["state_rank_gap"]),
+    ("resume, rank suffix not a rank", "unexpected entry \"rng.batches.01\"", RESUME + ["state_rank_name"]),
     ("resume, negative optimizer step", "not a step count", RESUME + ["state_neg_step"]),
     ("resume, model flag contradicts the checkpoint", "n_layer 1, but --n-layer 4", RESUME + ["ck", "--n-layer", "4"]),
     ("resume without a checkpoint", "no checkpoint", RESUME + ["nowhere"]),
