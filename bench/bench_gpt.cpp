@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <xgrad/kernel.hpp>
+
 #include "gpt.hpp"
+#include "machine.hpp"
 
 namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
@@ -17,6 +20,19 @@ double peak_mb() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1024.0;
+}
+/// The float32 GEMM peak of this process's backend and threads, in GFLOP/s: the best of several
+/// 1024-cubed products, measured in the same run as the step it is compared with.
+double sgemm_peak_gflops() {
+  const std::int64_t n = 1024;
+  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
+  double best = 1e30;
+  for (int rep = 0; rep < 6; ++rep) {
+    const double t0 = now();
+    xg::kernel::gemm(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    if (rep > 0) best = std::min(best, now() - t0);
+  }
+  return 2.0 * n * n * n / best / 1e9;
 }
 }  // namespace
 
@@ -61,7 +77,14 @@ int main(int argc, char** argv) {
     }
     std::sort(times.begin(), times.end());
     double sec = times[times.size() / 2];
-    fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}}}\n", batch * seq / sec, sec * 1e3, peak_mb());
+    // nanoGPT's estimate: 6 N per token for the matmuls with weights, plus 12 L C T for attention.
+    const double flops = (6.0 * static_cast<double>(model.num_parameters(true)) + 12.0 * c.n_layer * c.n_embd * seq) *
+                         static_cast<double>(batch * seq);
+    const double peak = sgemm_peak_gflops();
+    fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}, \"gflops\": {:.1f}, "
+               "\"sgemm_peak_gflops\": {:.1f}, \"cpu\": \"{}\", \"gemm\": \"{}\"}}\n",
+               batch * seq / sec, sec * 1e3, peak_mb(), flops / sec / 1e9, peak, bench::cpu_model(),
+               xg::kernel::gemm_backend_name());
   } else {
     gpt::SampleOptions o;
     o.max_new_tokens = 64;

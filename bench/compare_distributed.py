@@ -10,6 +10,7 @@ buckets on a communication thread during backward, "sync" in the backward thread
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -35,6 +36,7 @@ def main():
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--configs", default="baby,gpt2")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     exe = os.path.join(args.build, "bench", "bench_distributed")
     print("all-reduce, 2 ranks: xgrad Communicator::all_reduce vs MPI_Allreduce on the same bytes")
@@ -44,15 +46,20 @@ def main():
     half = max(1, args.cores // 2)
     print(f"\nGPT training ({args.cores} cores): np=1 x {args.cores} threads vs np=2 x {half} threads")
     print(f"{'config':<8}{'run':<22}{'tok/s':>10}{'vs np=1':>9}{'step ms':>10}{'MB/rank':>9}")
+    runs = [("np=1", 1, args.cores, []), ("np=2 overlap", 2, half, []), ("np=2 sync", 2, half, ["sync"]),
+            ("np=2 overlap + zero", 2, half, ["zero"])]
     for cfg in args.configs.split(","):
-        base = None
-        for label, np, threads, extra in [("np=1", 1, args.cores, []), ("np=2 overlap", 2, half, []),
-                                          ("np=2 sync", 2, half, ["sync"]), ("np=2 overlap + zero", 2, half, ["zero"])]:
-            r = run([exe, "train", cfg, str(threads)] + extra, threads, np)[0]
-            base = base or r["tokens_per_sec"]
-            print(f"{cfg:<8}{label:<22}{r['tokens_per_sec']:>10.1f}{r['tokens_per_sec'] / base:>9.2f}"
-                  f"{r['step_ms']:>10.1f}{r['peak_mb_per_rank']:>9.0f}", flush=True)
-
+        results = {label: [] for label, *_ in runs}
+        for _ in range(args.rounds):  # interleaved, medians reported
+            for label, np, threads, extra in runs:
+                results[label].append(run([exe, "train", cfg, str(threads)] + extra, threads, np)[0])
+        base = statistics.median(r["tokens_per_sec"] for r in results["np=1"])
+        for label, *_ in runs:
+            rs = results[label]
+            tok = statistics.median(r["tokens_per_sec"] for r in rs)
+            print(f"{cfg:<8}{label:<22}{tok:>10.1f}{tok / base:>9.2f}"
+                  f"{statistics.median(r['step_ms'] for r in rs):>10.1f}{max(r['peak_mb_per_rank'] for r in rs):>9.0f}",
+                  flush=True)
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,11 @@ def main():
                 xs.append(run([xg, cfg, str(args.threads), mode], args.threads))
                 # PyTorch's side (nanoGPT's generate) has no cache: both sampling rows compare against it.
                 ts.append(run(pt + [cfg, str(args.threads), "train" if mode == "train" else "sample"], args.threads))
+            if mode == "train" and "cpu" in xs[0]:
+                gf = statistics.median(r["gflops"] for r in xs)
+                pk = statistics.median(r["sgemm_peak_gflops"] for r in xs)
+                print(f"# {xs[0]['cpu']}; GEMM {xs[0]['gemm']}; sgemm peak {pk:.0f} GFLOP/s; "
+                      f"{cfg} step {gf:.0f} GFLOP/s = {100 * gf / pk:.0f}% of it", flush=True)
             x = statistics.median(r["tokens_per_sec"] for r in xs)
             t = statistics.median(r["tokens_per_sec"] for r in ts)
             xm = max(r.get("peak_mb", 0) for r in xs)

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <string_view>
 #include <utility>
 
@@ -158,6 +159,19 @@ void copy_to_contiguous(const Tensor& src, T* dst) {
 }
 
 // ---- GEMM and row helpers (compiled once in the library, vectorised for this CPU) ----
+
+/// Where float32 GEMMs run. double always runs on OpenBLAS.
+enum class GemmBackend { openblas, onednn };
+/// The float32 GEMM backend: from XGRAD_GEMM (auto, openblas or onednn; auto when unset) on first use.
+/// auto times both on a training-sized product once and keeps the faster; onednn picks AVX-512, AVX512-BF16
+/// or AMX by itself, whatever OpenBLAS is told (OPENBLAS_CORETYPE).
+GemmBackend gemm_backend();
+/// Forces a backend (an error if this build has no oneDNN).
+void set_gemm_backend(GemmBackend backend);
+/// Whether this build has oneDNN.
+bool has_onednn();
+/// "OpenBLAS 0.3.21 ... (pthreads)" or "oneDNN 2.6.3 (OpenMP)": what benchmarks print.
+std::string gemm_backend_name();
 
 /// Row-major C = alpha op(A) op(B) + beta C, op = transpose when ta / tb.
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,

@@ -1,12 +1,24 @@
-// GEMM on OpenBLAS's cblas, and the BLAS thread count.
+// GEMM on OpenBLAS's cblas or oneDNN, chosen at run time, and the thread count of both.
 #include <cblas.h>
+#ifdef XGRAD_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+#endif
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <limits>
+#include <mutex>
+#include <string_view>
+#include <vector>
 
 #include "xgrad/kernel.hpp"
 
 extern "C" void openblas_set_num_threads(int);
 extern "C" int openblas_get_num_threads(void);
+extern "C" char* openblas_get_config(void);
 
 namespace xg {
 
@@ -16,13 +28,106 @@ int blas_int(std::int64_t v, const char* what) {
   XG_CHECK(v >= 0 && v <= std::numeric_limits<int>::max(), "gemm: {} = {} does not fit BLAS's 32-bit sizes", what, v);
   return static_cast<int>(v);
 }
-}  // namespace
 
-void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+void openblas_sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                    std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blas_int(m, "m"),
               blas_int(n, "n"), blas_int(k, "k"), alpha, a, blas_int(lda, "lda"), b, blas_int(ldb, "ldb"), beta, c,
               blas_int(ldc, "ldc"));
+}
+
+#ifdef XGRAD_HAVE_ONEDNN
+void onednn_sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const dnnl_status_t st = dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  XG_CHECK(st == dnnl_success, "gemm: oneDNN's sgemm failed (status {}) for m={} n={} k={}", static_cast<int>(st), m,
+           n, k);
+}
+#endif
+
+constexpr int kUnset = -1;
+std::atomic<int> backend{kUnset};
+std::mutex choose_mu;
+
+/// Median-free quick timing: the best of a few runs of a training-sized product (activations x weights,
+/// and the weight-gradient product with a transpose), after a warm-up.
+double time_backend(void (*f)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                              std::int64_t, const float*, std::int64_t, float, float*, std::int64_t)) {
+  const std::int64_t m = 256, n = 768, k = 768;
+  std::vector<float> a(static_cast<std::size_t>(m * k), 0.5f), b(static_cast<std::size_t>(k * n), 0.25f),
+      c(static_cast<std::size_t>(m * n));
+  double best = 1e30;
+  for (int rep = 0; rep < 4; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+    f(true, false, k, n, m, 1.f, a.data(), k, c.data(), n, 0.f, b.data(), n);
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (rep > 0) best = std::min(best, t);
+  }
+  return best;
+}
+
+int choose_backend() {
+  const char* env = std::getenv("XGRAD_GEMM");
+  const std::string_view want = env ? env : "auto";
+  if (want == "openblas") return static_cast<int>(kernel::GemmBackend::openblas);
+  if (want == "onednn") {
+    XG_CHECK(kernel::has_onednn(), "XGRAD_GEMM=onednn, but this build of xgrad has no oneDNN (install libdnnl-dev "
+             "and rebuild)");
+    return static_cast<int>(kernel::GemmBackend::onednn);
+  }
+  XG_CHECK(want == "auto", "XGRAD_GEMM is \"{}\"; expected auto, openblas or onednn", want);
+#ifdef XGRAD_HAVE_ONEDNN
+  const double ob = time_backend(openblas_sgemm), dn = time_backend(onednn_sgemm);
+  return static_cast<int>(dn < ob ? kernel::GemmBackend::onednn : kernel::GemmBackend::openblas);
+#else
+  return static_cast<int>(kernel::GemmBackend::openblas);
+#endif
+}
+}  // namespace
+
+bool kernel::has_onednn() {
+#ifdef XGRAD_HAVE_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+kernel::GemmBackend kernel::gemm_backend() {
+  int b = backend.load(std::memory_order_acquire);
+  if (b == kUnset) {
+    std::lock_guard lock(choose_mu);
+    b = backend.load();
+    if (b == kUnset) {
+      b = choose_backend();
+      backend.store(b, std::memory_order_release);
+    }
+  }
+  return static_cast<GemmBackend>(b);
+}
+
+void kernel::set_gemm_backend(GemmBackend b) {
+  XG_CHECK(b != GemmBackend::onednn || has_onednn(), "set_gemm_backend: this build of xgrad has no oneDNN");
+  backend.store(static_cast<int>(b), std::memory_order_release);
+}
+
+std::string kernel::gemm_backend_name() {
+  if (gemm_backend() == GemmBackend::onednn) {
+#ifdef XGRAD_HAVE_ONEDNN
+    const dnnl_version_t* v = dnnl_version();
+    return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads)", v->major, v->minor, v->patch, omp_get_max_threads());
+#endif
+  }
+  return fmt::format("{} ({} threads)", openblas_get_config(), openblas_get_num_threads());
+}
+
+void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+#ifdef XGRAD_HAVE_ONEDNN
+  if (gemm_backend() == GemmBackend::onednn) return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+  openblas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
                   std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
@@ -34,6 +139,9 @@ void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
 void set_num_threads(int n) {
   XG_CHECK(n >= 1, "set_num_threads: need at least 1 thread, got {}", n);
   openblas_set_num_threads(n);
+#ifdef XGRAD_HAVE_ONEDNN
+  omp_set_num_threads(n);  // oneDNN's pool
+#endif
 }
 int get_num_threads() { return openblas_get_num_threads(); }
 
