@@ -1,6 +1,7 @@
 // xgrad side of the GPT benchmarks (see torch_gpt.py for the same model in PyTorch).
-//   bench_gpt CONFIG THREADS [train|train-checkpoint|sample|sample-nocache]  -> prints one JSON line
-// train-checkpoint recomputes each block's activations in backward (activation checkpointing).
+//   bench_gpt CONFIG THREADS [train|train-checkpoint|train-bf16|sample|sample-nocache]  -> one JSON line
+// train-checkpoint recomputes each block's activations in backward (activation checkpointing);
+// train-bf16 runs the step under xg::autocast (bf16 matrix products, float32 accumulation and weights).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -38,7 +39,7 @@ double sgemm_peak_gflops() {
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    fmt::print(stderr, "usage: bench_gpt baby|gpt2 THREADS [train|train-checkpoint|sample|sample-nocache]\n");
+    fmt::print(stderr, "usage: bench_gpt baby|gpt2 THREADS [train|train-checkpoint|train-bf16|sample|sample-nocache]\n");
     return 2;
   }
   std::string name = argv[1], mode = argc > 3 ? argv[3] : "train";
@@ -56,12 +57,17 @@ int main(int argc, char** argv) {
   }
   xg::manual_seed(0);
   gpt::GPT model(c);
-  if (mode == "train" || mode == "train-checkpoint") {
+  if (mode == "train" || mode == "train-checkpoint" || mode == "train-bf16") {
+    const bool bf16 = mode == "train-bf16";
     model.set_activation_checkpointing(mode == "train-checkpoint");
     xg::optim::AdamW opt(xg::optim::decay_groups(model.named_parameters(), 0.1), {.lr = 1e-3, .betas = {0.9, 0.99}});
     xg::Tensor x = xg::randint(0, c.vocab_size, {batch, seq}), y = xg::randint(0, c.vocab_size, {batch, seq});
     auto step = [&] {
-      xg::Tensor loss = model.loss(x, y);
+      xg::Tensor loss;
+      {
+        xg::autocast precision(bf16);
+        loss = model.loss(x, y);
+      }
       opt.zero_grad();
       loss.backward();
       xg::optim::clip_grad_norm_(model.parameters(), 1.0);

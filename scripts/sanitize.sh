@@ -14,8 +14,13 @@ case "$kind" in
     cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS="$flags" -DXGRAD_BUILD_BENCH=OFF
     cmake --build "$build" -j2
     # The install test builds a separate consumer project without the sanitizer runtime: left out here.
-    XGRAD_CACHE_LIMIT=0 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$PWD/scripts/lsan.supp UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1 \
-      ctest --test-dir "$build" -j2 --output-on-failure -E install_and_consume
+    # Under mpirun, Open MPI's plugins keep allocations LeakSanitizer cannot attribute (their stacks end
+    # in unloaded modules): the MPI tests (label "mpi") run with leak detection off; the same checks run
+    # with it on through the thread communicator in the unit tests.
+    export XGRAD_CACHE_LIMIT=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+      ctest --test-dir "$build" -j2 --output-on-failure -E install_and_consume -LE mpi
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 ctest --test-dir "$build" -j2 --output-on-failure -L mpi
     ;;
   thread)
     build=build-tsan

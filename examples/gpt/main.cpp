@@ -47,6 +47,7 @@ void check_training_settings(const TrainSettings& s) {
   in_range("--eval-iters", s.eval_iters, 1, kMaxBatch);
   in_range("--log-interval", s.log_interval, 1, kMaxCount);
   in_range("--threads", std::int64_t{s.threads}, 0, 1024);
+  if (s.dtype != "float32" && s.dtype != "bf16") xg::fail("--dtype must be float32 or bf16, got \"{}\"", s.dtype);
   in_range("--bucket-mb", s.bucket_mb, 0.001, 1e5);
   in_range("--dist-timeout", s.dist_timeout, 0.1, 1e7);
 }
@@ -69,6 +70,8 @@ void add_training_flags(CLI::App* cmd, TrainSettings& s) {
   cmd->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
   cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
   cmd->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  cmd->add_option("--dtype", s.dtype, "float32, or bf16: matrix products in bfloat16 with float32 sums, weights and "
+                 "optimizer state (mixed precision)")->capture_default_str();
   cmd->add_flag("--checkpoint-activations", s.checkpoint_activations,
                 "Recompute each block's activations in backward instead of keeping them: less memory, same gradients");
   cmd->add_flag("--detect-anomaly", s.detect_anomaly,

@@ -31,8 +31,9 @@ double sum_over_ranks(xg::distributed::Communicator& comm, double v) {
 /// Mean loss over `batches` batches, drawn the same way at every evaluation so the numbers compare. The
 /// ranks share them: rank r evaluates batches r, r + n, ...
 double estimate_loss(GPT& model, const std::vector<std::int64_t>& data, std::int64_t batches, std::int64_t b,
-                     std::int64_t t, xg::distributed::Communicator& comm) {
+                     std::int64_t t, xg::distributed::Communicator& comm, bool bf16) {
   xg::autograd::NoGradGuard ng;
+  xg::autocast precision(bf16);
   model.eval();
   xg::Generator gen(4242);
   double total = 0;
@@ -53,7 +54,11 @@ double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg
   double loss_sum = 0;
   for (std::int64_t micro = 0; micro < s.grad_accum; ++micro) {
     auto [x, y] = get_batch(data.train, s.batch_size, model.config().block_size, gen);
-    Tensor loss = model.loss(x, y);
+    Tensor loss;
+    {
+      xg::autocast precision(s.dtype == "bf16");  // the backward of what is recorded here runs in bf16 too
+      loss = model.loss(x, y);
+    }
     if (s.grad_accum > 1) loss = loss / static_cast<double>(s.grad_accum);
     if (ddp && micro + 1 < s.grad_accum) {
       auto local = ddp->no_sync();
@@ -117,8 +122,8 @@ void run_loop(const TrainSettings& s, GPT& model, const Dataset& data, const Tra
   model.train();
   for (std::int64_t iter = start;; ++iter) {
     if ((iter % s.eval_interval == 0 || iter == s.max_iters) && !(s.resume && iter == start)) {
-      double tr = estimate_loss(model, data.train, s.eval_iters, b, t, comm);
-      double va = estimate_loss(model, data.val, s.eval_iters, b, t, comm);
+      double tr = estimate_loss(model, data.train, s.eval_iters, b, t, comm, s.dtype == "bf16");
+      double va = estimate_loss(model, data.val, s.eval_iters, b, t, comm, s.dtype == "bf16");
       if (lead) {
         progress.clear_line();
         fmt::print("iter {:5d}: train loss {:.4f}, val loss {:.4f}\n", iter, tr, va);

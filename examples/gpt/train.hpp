@@ -21,6 +21,7 @@ struct TrainSettings {
   int threads = 0;
   bool detect_anomaly = false;  // check every op's output and gradient for NaN/inf (slow)
   bool checkpoint_activations = false;  // recompute each block's activations in backward (less memory)
+  std::string dtype = "float32";        // float32, or bf16: matrix products under xg::autocast
   // Under mpirun: data-parallel training.
   bool zero_optimizer = false;  // shard AdamW's moments over the ranks (ZeRO-1)
   double bucket_mb = 25.0;      // gradient buckets

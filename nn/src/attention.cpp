@@ -149,8 +149,10 @@ struct AttentionRule {
   Tensor lse;          // [batch, T]
   MaskRule rule;
   double scale;
+  bool bf16;  // recorded under autocast: the backward products run in bf16 too
 
   Grads fused(const Tensor& g) const {
+    autocast precision(bf16);
     const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get(), &pv = pad.get();
     const Dims z = Dims::of(qv, kv, vv);
     Tensor dq = empty(qv.shape(), {qv.dtype()}), dk = empty(kv.shape(), {qv.dtype()}), dv = empty(vv.shape(), {qv.dtype()});
@@ -168,6 +170,7 @@ struct AttentionRule {
     return {dq, dk, dv};
   }
   Grads composite(const Tensor& g) const {
+    autocast precision(bf16);
     const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get();
     Tensor p = attention_probs(qv, kv, rule, mask, scale);
     Tensor dp = matmul(g, transpose(vv, -1, -2));
@@ -231,7 +234,8 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                            ptr<T>(lse) + b * z.t, ptr<T>(out) + b * z.t * z.dv);
   });
   return autograd::record_fused("scaled_dot_product_attention", {q, k, v}, out,
-                                AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale});
+                                AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale,
+                                              is_autocast_enabled()});
 }
 
 }  // namespace xg::nn::functional

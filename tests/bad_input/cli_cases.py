@@ -225,6 +225,7 @@ CASES = [
     ("unknown flag", "--learning-rate", TRAIN + ["--learning-rate", "1"]),
     ("--checkpoint-activations not a boolean", "--checkpoint-activations", TRAIN + ["--checkpoint-activations=maybe"]),
     ("--detect-anomaly not a boolean", "--detect-anomaly", TRAIN + ["--detect-anomaly=perhaps"]),
+    ("--dtype unknown", "--dtype must be float32 or bf16, got \"fp8\"", TRAIN + ["--dtype", "fp8"]),
     ("--zero-optimizer not a boolean", "--zero-optimizer", TRAIN + ["--zero-optimizer=perhaps"]),
     ("--comm-thread not a boolean", "--comm-thread", TRAIN + ["--comm-thread", "sometimes"]),
     ("--bucket-mb zero", "--bucket-mb is 0", TRAIN + ["--bucket-mb", "0"]),

@@ -241,6 +241,26 @@ std::size_t cached_bytes();
 /// Largest number of bytes the cache keeps (default 4 GiB); buffers freed beyond it go back to the system.
 void set_cache_limit(std::size_t bytes);
 
+/// bf16 mixed precision on this thread for its scope (like torch.autocast("cpu", dtype=torch.bfloat16)):
+/// float32 matrix products (matmul, nn::Linear, attention) multiply operands rounded to bfloat16 and
+/// accumulate in float32 (oneDNN's bf16 GEMM: AVX512-BF16 or AMX where the CPU has them). An op recorded
+/// under autocast also runs its backward products in bf16, wherever backward is called. Tensors, weights,
+/// optimizer state, softmax, layer norm and cross-entropy stay float32.
+///
+///   { xg::autocast bf16; loss = model.loss(x, y); }   // forward in bf16
+///   loss.backward();                                    // its products in bf16 too
+class autocast {
+ public:
+  explicit autocast(bool enabled = true);
+  ~autocast();
+  autocast(const autocast&) = delete;
+  autocast& operator=(const autocast&) = delete;
+
+ private:
+  bool prev_;
+};
+bool is_autocast_enabled();
+
 /// Threads used by BLAS and xgrad's kernels.
 void set_num_threads(int n);
 int get_num_threads();

@@ -16,6 +16,7 @@ extern "C" int omp_get_max_threads(void);
 #include <string_view>
 #include <vector>
 
+#include "internal_gemm.hpp"
 #include "xgrad/kernel.hpp"
 
 extern "C" void openblas_set_num_threads(int);
@@ -118,14 +119,24 @@ std::string kernel::gemm_backend_name() {
   if (gemm_backend() == GemmBackend::onednn) {
 #ifdef XGRAD_HAVE_ONEDNN
     const dnnl_version_t* v = dnnl_version();
-    return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads)", v->major, v->minor, v->patch, omp_get_max_threads());
+    return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads; bf16 {})", v->major, v->minor, v->patch,
+                       omp_get_max_threads(), detail::bf16_native() ? "native" : "by rounding");
 #endif
   }
-  return fmt::format("{} ({} threads)", openblas_get_config(), openblas_get_num_threads());
+  return fmt::format("{} ({} threads; bf16 {})", openblas_get_config(), openblas_get_num_threads(),
+                     detail::bf16_native() ? "on oneDNN, native" : "by rounding");
 }
 
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  if (is_autocast_enabled() && m > 0 && n > 0 && k > 0)
+    return detail::bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  detail::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                           const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
+                           std::int64_t ldc) {
 #ifdef XGRAD_HAVE_ONEDNN
   if (gemm_backend() == GemmBackend::onednn) return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif

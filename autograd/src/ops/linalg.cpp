@@ -100,7 +100,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
   Tensor out = matmul_nd(a, b);
   bool ga = a.requires_grad(), gb = b.requires_grad();
-  return record("matmul", {a, b}, out, [sa = autograd::Saved(a), sb = autograd::Saved(b), ga, gb](const Tensor& g) {
+  // Recorded under autocast, the backward products run in bf16 too, wherever backward is called.
+  return record("matmul", {a, b}, out, [sa = autograd::Saved(a), sb = autograd::Saved(b), ga, gb,
+                                        bf16 = is_autocast_enabled()](const Tensor& g) {
+    autocast precision(bf16);
     const Tensor &x = sa.get(), &y = sb.get();
     Tensor gx, gy;
     // A gradient is computed in the memory layout of its input: for nn.Linear's weight.t() (a transposed

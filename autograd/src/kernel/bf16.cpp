@@ -1,0 +1,142 @@
+// bf16 mixed precision: the autocast switch and the bf16 GEMM (operands rounded to bfloat16, products
+// accumulated in float32) on oneDNN's matmul, or rounded operands on the float32 GEMM without oneDNN.
+#ifdef XGRAD_HAVE_ONEDNN
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "internal_gemm.hpp"
+#include "xgrad/kernel.hpp"
+
+namespace xg {
+
+namespace {
+thread_local bool autocast_on = false;
+
+/// float32 -> bfloat16 bits, rounding to nearest even (NaN stays NaN).
+inline std::uint16_t to_bf16(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<std::uint16_t>(u >> 16);
+}
+inline float from_bf16(std::uint16_t h) {
+  const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+/// A stored rows x cols matrix (leading dimension ld) converted to compact bf16 (leading dimension cols).
+void pack_bf16(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::uint16_t* dst) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const float* s = src + r * ld;
+    std::uint16_t* d = dst + r * cols;
+    for (std::int64_t c = 0; c < cols; ++c) d[c] = to_bf16(s[c]);
+  }
+}
+
+/// Without oneDNN: the same numbers (bf16 operands, float32 sums) from the float32 GEMM.
+void rounded_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  std::vector<float> ra(static_cast<std::size_t>(ar * ac)), rb(static_cast<std::size_t>(br * bc));
+  for (std::int64_t r = 0; r < ar; ++r)
+    for (std::int64_t q = 0; q < ac; ++q) ra[r * ac + q] = from_bf16(to_bf16(a[r * lda + q]));
+  for (std::int64_t r = 0; r < br; ++r)
+    for (std::int64_t q = 0; q < bc; ++q) rb[r * bc + q] = from_bf16(to_bf16(b[r * ldb + q]));
+  kernel::detail::sgemm(ta, tb, m, n, k, alpha, ra.data(), ac, rb.data(), bc, beta, c, ldc);
+}
+
+#ifdef XGRAD_HAVE_ONEDNN
+/// oneDNN matmul primitives by shape, transposes, leading dimension of C, alpha and beta: creating one
+/// costs far more than running a small one.
+struct Key {
+  std::int64_t m, n, k, ldc;
+  bool ta, tb;
+  float alpha, beta;
+  bool operator<(const Key& o) const {
+    return std::tie(m, n, k, ldc, ta, tb, alpha, beta) < std::tie(o.m, o.n, o.k, o.ldc, o.ta, o.tb, o.alpha, o.beta);
+  }
+};
+
+dnnl::engine& cpu_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::matmul primitive_for(const Key& key) {
+  static std::mutex mu;
+  static std::map<Key, dnnl::matmul> cache;
+  std::lock_guard lock(mu);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  using dt = dnnl::memory::data_type;
+  // op(A) is m x k: stored k x m (compact) when transposed. Likewise op(B) is k x n.
+  dnnl::memory::desc a({key.m, key.k}, dt::bf16, key.ta ? dnnl::memory::dims{1, key.m} : dnnl::memory::dims{key.k, 1});
+  dnnl::memory::desc b({key.k, key.n}, dt::bf16, key.tb ? dnnl::memory::dims{1, key.k} : dnnl::memory::dims{key.n, 1});
+  dnnl::memory::desc c({key.m, key.n}, dt::f32, dnnl::memory::dims{key.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (key.alpha != 1.f) attr.set_output_scales(0, {key.alpha});
+  if (key.beta != 0.f) {
+    dnnl::post_ops po;
+    po.append_sum(key.beta);
+    attr.set_post_ops(po);
+  }
+  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, cpu_engine()));
+  if (cache.size() > 4096) cache.clear();  // shapes of one model are few; this bounds a pathological caller
+  cache.emplace(key, prim);
+  return prim;
+}
+
+void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                      std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  thread_local std::vector<std::uint16_t> pa, pb;
+  const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
+  pa.resize(static_cast<std::size_t>(ar * ac));
+  pb.resize(static_cast<std::size_t>(br * bc));
+  pack_bf16(a, ar, ac, lda, pa.data());
+  pack_bf16(b, br, bc, ldb, pb.data());
+  const Key key{m, n, k, ldc, ta, tb, alpha, beta};
+  dnnl::matmul prim = primitive_for(key);
+  using dt = dnnl::memory::data_type;
+  auto& eng = cpu_engine();
+  dnnl::memory am({{m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1}}, eng, pa.data());
+  dnnl::memory bm({{k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1}}, eng, pb.data());
+  dnnl::memory cm({{m, n}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, c);
+  thread_local dnnl::stream stream(eng);
+  prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
+}
+#endif
+}  // namespace
+
+autocast::autocast(bool enabled) : prev_(autocast_on) { autocast_on = enabled; }
+autocast::~autocast() { autocast_on = prev_; }
+bool is_autocast_enabled() { return autocast_on; }
+
+bool kernel::detail::bf16_native() {
+#ifdef XGRAD_HAVE_ONEDNN
+  const auto isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+#else
+  return false;
+#endif
+}
+
+void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                               const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                               float* c, std::int64_t ldc) {
+#ifdef XGRAD_HAVE_ONEDNN
+  static const bool native = bf16_native();
+  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+  rounded_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+}  // namespace xg

@@ -1,0 +1,17 @@
+// The GEMM pieces blas.cpp and bf16.cpp share.
+#pragma once
+
+#include <cstdint>
+
+namespace xg::kernel::detail {
+
+/// float32 GEMM on the chosen backend, ignoring autocast.
+void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+/// bf16 operands, float32 accumulation.
+void bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+/// Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX) through oneDNN.
+bool bf16_native();
+
+}  // namespace xg::kernel::detail

@@ -1,0 +1,143 @@
+// bf16 autocast: matrix products use bf16-rounded operands with float32 sums, forward and backward, and
+// models stay within bf16's tolerance of float32.
+#include <cstring>
+
+#include "helpers.hpp"
+
+using xg::Tensor;
+
+namespace {
+
+/// x rounded to the nearest bfloat16 (ties to even), written independently of the library's conversion.
+float round_bf16(float x) {
+  std::uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const std::uint32_t lower = u & 0xffffu, upper = u & 0xffff0000u;
+  std::uint32_t r = upper;
+  if (lower > 0x8000u || (lower == 0x8000u && (upper & 0x10000u))) r += 0x10000u;
+  float y;
+  std::memcpy(&y, &r, 4);
+  return y;
+}
+
+Tensor rounded(const Tensor& t) {
+  auto v = t.to_vector<float>();
+  for (auto& x : v) x = round_bf16(x);
+  return xg::tensor(v, t.shape());
+}
+
+/// float64 product of float32 matrices [m, k] @ [k, n].
+std::vector<double> product(const Tensor& a, const Tensor& b) {
+  const auto av = a.to_vector<float>(), bv = b.to_vector<float>();
+  const auto m = a.size(0), k = a.size(1), n = b.size(1);
+  std::vector<double> out(static_cast<std::size_t>(m * n));
+  for (std::int64_t i = 0; i < m; ++i)
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t p = 0; p < k; ++p) out[i * n + j] += double(av[i * k + p]) * bv[p * n + j];
+  return out;
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) d = std::max(d, std::abs(double(a[i]) - b[i]));
+  return d;
+}
+
+Tensor randn(const xg::Shape& s, std::uint64_t seed) {
+  xg::Generator g(seed);
+  return xg::randn(s, {}, &g);
+}
+
+}  // namespace
+
+TEST_CASE("autocast: matmul multiplies bf16-rounded operands and sums in float32") {
+  Tensor a = randn({37, 300}, 1), b = randn({300, 45}, 2);
+  Tensor fp32 = xg::matmul(a, b), bf16;
+  {
+    xg::autocast on;
+    CHECK(xg::is_autocast_enabled());
+    bf16 = xg::matmul(a, b);
+  }
+  CHECK_FALSE(xg::is_autocast_enabled());
+  const auto want = product(rounded(a), rounded(b));
+  const auto got = bf16.to_vector<float>();
+  for (std::size_t i = 0; i < got.size(); ++i) REQUIRE(got[i] == Approx(want[i]).margin(2e-4).epsilon(1e-5));
+  // ...and that is not the float32 product: bf16 keeps 8 bits of mantissa.
+  CHECK(max_abs_diff(got, fp32.to_vector<float>()) > 1e-3);
+  // Transposed operands take the same path.
+  Tensor at = a.t().contiguous().t();
+  xg::autocast on;
+  CHECK(max_abs_diff(xg::matmul(at, b).to_vector<float>(), got) < 1e-5);
+}
+
+TEST_CASE("autocast: an op recorded under autocast runs its backward products in bf16") {
+  Tensor a = randn({20, 64}, 3).requires_grad_(), b = randn({64, 30}, 4).requires_grad_();
+  Tensor g = randn({20, 30}, 5);
+  Tensor y;
+  {
+    xg::autocast on;
+    y = xg::matmul(a, b);
+  }
+  y.backward(g);  // outside the scope: still bf16
+  // dA = dC B^T and dB = A^T dC with every operand rounded to bf16.
+  const auto da = product(rounded(g), rounded(b.detach()).t().contiguous());
+  const auto db = product(rounded(a.detach()).t().contiguous(), rounded(g));
+  const auto ga = a.grad().to_vector<float>(), gb = b.grad().to_vector<float>();
+  for (std::size_t i = 0; i < ga.size(); ++i) REQUIRE(ga[i] == Approx(da[i]).margin(1e-4).epsilon(1e-5));
+  for (std::size_t i = 0; i < gb.size(); ++i) REQUIRE(gb[i] == Approx(db[i]).margin(1e-4).epsilon(1e-5));
+}
+
+TEST_CASE("autocast: float64 and integer products are unchanged") {
+  Tensor a = test::uniform({5, 7}, -1, 1, 6, false), b = test::uniform({7, 3}, -1, 1, 7, false);
+  Tensor plain = xg::matmul(a, b);
+  xg::autocast on;
+  CHECK(test::values(xg::matmul(a, b)) == test::values(plain));
+}
+
+TEST_CASE("autocast: layers stay within bf16's tolerance of float32, forward and backward") {
+  // Per-op relative tolerances for bf16 operands (8-bit mantissa, sums of ~100 terms in float32).
+  struct Row {
+    const char* name;
+    std::function<Tensor(const std::vector<Tensor>&)> f;
+    std::vector<xg::Shape> shapes;
+    double tol;
+  };
+  xg::nn::Linear lin(xg::nn::LinearOptions(96, 64));
+  const std::vector<Row> rows = {
+      {"linear", [&](const auto& in) { return lin.forward(in[0]); }, {{8, 96}}, 2e-2},
+      {"causal attention",
+       [](const auto& in) {
+         xg::nn::functional::AttentionOptions o;
+         o.causal = true;
+         return xg::nn::functional::scaled_dot_product_attention(in[0], in[1], in[2], o);
+       },
+       {{2, 3, 16, 32}, {2, 3, 16, 32}, {2, 3, 16, 32}}, 3e-2},
+  };
+  for (const auto& row : rows) {
+    INFO(row.name);
+    std::vector<Tensor> in;
+    for (std::size_t i = 0; i < row.shapes.size(); ++i) in.push_back(randn(row.shapes[i], 10 + i).requires_grad_());
+    auto run = [&](bool bf16) {
+      for (auto& t : in) t.set_grad(Tensor());
+      lin.zero_grad();
+      Tensor out;
+      {
+        xg::autocast precision(bf16);
+        out = row.f(in);
+      }
+      (out * randn(out.shape(), 99)).sum().backward();
+      std::vector<std::vector<float>> res = {out.to_vector<float>()};
+      for (auto& t : in) res.push_back(t.grad().to_vector<float>());
+      return res;
+    };
+    const auto f32 = run(false), b16 = run(true);
+    for (std::size_t i = 0; i < f32.size(); ++i) {
+      double scale = 0;
+      for (float v : f32[i]) scale = std::max(scale, double(std::abs(v)));
+      const double diff = max_abs_diff(b16[i], f32[i]);
+      INFO("output/gradient " << i << ": max difference " << diff << " on values up to " << scale);
+      CHECK(diff <= row.tol * scale);
+      CHECK(diff > 0);  // bf16 was used
+    }
+  }
+}
