@@ -22,9 +22,10 @@ double peak_mb() {
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_maxrss) / 1024.0;
 }
-/// The float32 GEMM peak of this process's backend and threads, in GFLOP/s: the best of several
-/// 1024-cubed products, measured in the same run as the step it is compared with.
-double sgemm_peak_gflops() {
+/// The float32 (or, with bf16, the autocast bf16) GEMM peak of this process's backend and threads, in
+/// GFLOP/s: the best of several 1024-cubed products, measured in the same run as the step it is compared with.
+double gemm_peak_gflops(bool bf16) {
+  xg::autocast precision(bf16);
   const std::int64_t n = 1024;
   std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
   double best = 1e30;
@@ -86,10 +87,10 @@ int main(int argc, char** argv) {
     // nanoGPT's estimate: 6 N per token for the matmuls with weights, plus 12 L C T for attention.
     const double flops = (6.0 * static_cast<double>(model.num_parameters(true)) + 12.0 * c.n_layer * c.n_embd * seq) *
                          static_cast<double>(batch * seq);
-    const double peak = sgemm_peak_gflops();
+    const double peak = gemm_peak_gflops(false), bf16_peak = gemm_peak_gflops(true);
     fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}, \"gflops\": {:.1f}, "
-               "\"sgemm_peak_gflops\": {:.1f}, \"cpu\": \"{}\", \"gemm\": \"{}\"}}\n",
-               batch * seq / sec, sec * 1e3, peak_mb(), flops / sec / 1e9, peak, bench::cpu_model(),
+               "\"sgemm_peak_gflops\": {:.1f}, \"bf16_gemm_peak_gflops\": {:.1f}, \"cpu\": \"{}\", \"gemm\": \"{}\"}}\n",
+               batch * seq / sec, sec * 1e3, peak_mb(), flops / sec / 1e9, peak, bf16_peak, bench::cpu_model(),
                xg::kernel::gemm_backend_name());
   } else {
     gpt::SampleOptions o;
