@@ -132,14 +132,23 @@ struct DistributedDataParallel::State {
     launch_ready();
   }
 
+  /// The parameter's slot in its bucket, shaped like the parameter.
+  Tensor slot(const Param& p) const {
+    return buckets[p.bucket].flat.narrow(0, static_cast<std::int64_t>(p.offset), p.tensor.numel()).reshape(p.tensor.shape());
+  }
+
   void copy_in(const Param& p) {
     Tensor g = p.tensor.grad().contiguous();
     XG_CHECK(g.dtype() == p.tensor.dtype(), "DistributedDataParallel: the gradient of \"{}\" is {}, the parameter {}",
              p.name, dtype_name(g.dtype()), dtype_name(p.tensor.dtype()));
+    Tensor dst = slot(p);
     kernel::dispatch_float(g.dtype(), "DistributedDataParallel", [&]<class T>() {
-      std::memcpy(kernel::write_ptr<T>(buckets[p.bucket].flat) + p.offset, kernel::ptr<T>(g),
-                  static_cast<std::size_t>(g.numel()) * sizeof(T));
+      if (kernel::ptr<T>(g) != kernel::ptr<T>(dst))  // already the slot: the gradient accumulated in place
+        std::memcpy(kernel::write_ptr<T>(dst), kernel::ptr<T>(g), static_cast<std::size_t>(g.numel()) * sizeof(T));
     });
+    // The gradient lives in the bucket from now on: the engine's buffer is freed, so gradients are not
+    // held twice (PyTorch's gradient_as_bucket_view).
+    if (options.gradient_as_bucket_view) p.tensor.set_grad(dst);
   }
 
   void launch_ready() {
@@ -202,14 +211,18 @@ struct DistributedDataParallel::State {
   }
 
   void copy_out(const Param& p) {
+    Tensor src = slot(p);
+    if (options.gradient_as_bucket_view) {
+      p.tensor.set_grad(src);
+      return;
+    }
     Tensor g = p.tensor.grad();
     if (!g.defined() || !g.is_contiguous() || g.shape() != p.tensor.shape()) {
       g = zeros(p.tensor.shape(), {p.tensor.dtype()});
       p.tensor.set_grad(g);
     }
     kernel::dispatch_float(g.dtype(), "DistributedDataParallel", [&]<class T>() {
-      std::memcpy(kernel::write_ptr<T>(g), kernel::ptr<T>(buckets[p.bucket].flat) + p.offset,
-                  static_cast<std::size_t>(g.numel()) * sizeof(T));
+      std::memcpy(kernel::write_ptr<T>(g), kernel::ptr<T>(src), static_cast<std::size_t>(g.numel()) * sizeof(T));
     });
   }
 };

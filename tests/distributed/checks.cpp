@@ -112,7 +112,8 @@ std::vector<float> reference_run(Opt kind, int ranks, std::int64_t b, int micro,
 
 /// The same with DDP: rank r takes rows [(m * ranks + r) b, + b) of micro-batch m; all but the last
 /// micro-batch under no_sync. Parameters must agree bit for bit across ranks after every step.
-std::vector<float> ddp_run(Communicator& comm, Opt kind, std::int64_t b, int micro, bool tied, DDPOptions o) {
+std::vector<float> ddp_run(Communicator& comm, Opt kind, std::int64_t b, int micro, bool tied, DDPOptions o,
+                           bool grads_to_none = true) {
   Net net(1 + comm.rank(), tied, false);  // other ranks start elsewhere: construction broadcasts rank 0's
   auto shared = borrow(comm);
   DistributedDataParallel ddp(net, shared, o);
@@ -129,7 +130,7 @@ std::vector<float> ddp_run(Communicator& comm, Opt kind, std::int64_t b, int mic
       }
     }
     opt->step();
-    opt->zero_grad();
+    opt->zero_grad(grads_to_none);  // false: the next backward accumulates into the bucket views
     expect_identical_across_ranks(comm, flat_params(net), fmt::format("parameters after step {}", s + 1));
   }
   return flat_params(net);
@@ -171,7 +172,9 @@ void bucket_size_does_not_matter(Communicator& comm) {
   const auto big = ddp_run(comm, Opt::adamw, 3, 1, false, {.bucket_cap_mb = 25});
   const auto tiny = ddp_run(comm, Opt::adamw, 3, 1, false, {.bucket_cap_mb = 1e-4});  // one parameter each
   const auto sync = ddp_run(comm, Opt::adamw, 3, 1, false, {.bucket_cap_mb = 1e-4, .overlap_communication = false});
-  XG_CHECK(big == tiny && tiny == sync, "the parameters depend on the bucket size or the communication thread");
+  const auto copies = ddp_run(comm, Opt::adamw, 3, 1, false, {.gradient_as_bucket_view = false});
+  XG_CHECK(big == tiny && tiny == sync && sync == copies,
+           "the parameters depend on the bucket size, the communication thread or gradient_as_bucket_view");
   Net net(1, false, false);
   DistributedDataParallel ddp(net, borrow(comm), {.bucket_cap_mb = 1e-4});
   XG_CHECK(ddp.bucket_names().size() == 4 && ddp.bucket_names().front() == std::vector<std::string>{"fc2.bias"},
@@ -182,6 +185,8 @@ void no_sync_equals_larger_batch(Communicator& comm) {
   const auto ref = reference_run(Opt::sgd, comm.size(), 2, 3, false);
   const auto got = ddp_run(comm, Opt::sgd, 2, 3, false, {});
   expect_close(got, ref, kAtol, kRtol, "3 micro-batches with no_sync vs one batch of all of them");
+  const auto zeroed = ddp_run(comm, Opt::sgd, 2, 3, false, {}, /*grads_to_none=*/false);
+  expect_close(zeroed, ref, kAtol, kRtol, "the same with gradients zeroed in place");
 }
 
 void zero_equals_adamw(Communicator& comm) {

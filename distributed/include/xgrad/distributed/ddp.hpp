@@ -22,6 +22,9 @@ struct DDPOptions {
   bool overlap_communication = true;
   /// Broadcast the module's buffers from rank 0 at construction, like its parameters.
   bool broadcast_buffers = true;
+  /// After backward each .grad is a view of its slot in the bucket, so gradients are not kept twice (the
+  /// next averaging backward overwrites it). Off: .grad gets its own copy, as PyTorch's default.
+  bool gradient_as_bucket_view = true;
 };
 
 /// Data-parallel training as torch.nn.parallel.DistributedDataParallel: construction broadcasts rank 0's
