@@ -49,7 +49,8 @@ def main():
                 pk = statistics.median(r["sgemm_peak_gflops"] for r in xs)
                 bk = statistics.median(r["bf16_gemm_peak_gflops"] for r in xs)
                 print(f"# {xs[0]['cpu']}; GEMM {xs[0]['gemm']}; sgemm peak {pk:.0f}, bf16 GEMM peak {bk:.0f} GFLOP/s; "
-                      f"{cfg} {mode} step {gf:.0f} GFLOP/s = {100 * gf / pk:.0f}% of the sgemm peak", flush=True)
+                      f"{cfg} {mode} step {gf:.0f} GFLOP/s = {100 * gf / (bk if 'bf16' in mode else pk):.0f}% of the "
+                      f"{'bf16 GEMM' if 'bf16' in mode else 'sgemm'} peak", flush=True)
             x = statistics.median(r["tokens_per_sec"] for r in xs)
             t = statistics.median(r["tokens_per_sec"] for r in ts)
             xm = max(r.get("peak_mb", 0) for r in xs)
