@@ -5,7 +5,6 @@
 // job's tokens per step grow with the ranks. "zero" shards AdamW (ZeRO-1); "sync" reduces gradients in the
 // backward thread instead of on the communication thread.
 #include <mpi.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -13,16 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "gpt.hpp"
-#include "machine.hpp"
+#include "gpt_bench.hpp"
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-double peak_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using bench::now;
+using bench::peak_mb;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -62,17 +56,9 @@ int allreduce(xg::distributed::Communicator& comm) {
 
 int train(xg::distributed::Communicator& comm, const std::shared_ptr<xg::distributed::Communicator>& shared,
           const std::string& name, bool zero, bool sync) {
-  gpt::GPTConfig c;
-  std::int64_t batch = 12;
-  const std::int64_t seq = 64;
-  if (name == "gpt2") {
-    c.vocab_size = 50304;
-    c.block_size = 1024;
-    c.n_layer = 12;
-    c.n_head = 12;
-    c.n_embd = 768;
-    batch = 4;
-  }
+  const bench::GptSetup setup = bench::gpt_setup(name);
+  const gpt::GPTConfig& c = setup.config;
+  const std::int64_t batch = setup.batch, seq = setup.seq;
   xg::manual_seed(0);
   gpt::GPT model(c);
   std::unique_ptr<xg::distributed::DistributedDataParallel> ddp;

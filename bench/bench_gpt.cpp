@@ -2,7 +2,6 @@
 //   bench_gpt CONFIG THREADS [train|train-checkpoint|train-bf16|sample|sample-nocache]  -> one JSON line
 // train-checkpoint recomputes each block's activations in backward (activation checkpointing);
 // train-bf16 runs the step under xg::autocast (bf16 matrix products, float32 accumulation and weights).
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,16 +11,11 @@
 
 #include <xgrad/kernel.hpp>
 
-#include "gpt.hpp"
-#include "machine.hpp"
+#include "gpt_bench.hpp"
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-double peak_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;
-}
+using bench::now;
+using bench::peak_mb;
 /// The float32 (or, with bf16, the autocast bf16) GEMM peak of this process's backend and threads, in
 /// GFLOP/s: the best of several 1024-cubed products, measured in the same run as the step it is compared with.
 double gemm_peak_gflops(bool bf16) {
@@ -45,17 +39,9 @@ int main(int argc, char** argv) {
   }
   std::string name = argv[1], mode = argc > 3 ? argv[3] : "train";
   xg::set_num_threads(std::atoi(argv[2]));
-  gpt::GPTConfig c;
-  std::int64_t batch = 12;
-  const std::int64_t seq = 64;
-  if (name == "gpt2") {
-    c.vocab_size = 50304;
-    c.block_size = 1024;
-    c.n_layer = 12;
-    c.n_head = 12;
-    c.n_embd = 768;
-    batch = 4;
-  }
+  const bench::GptSetup setup = bench::gpt_setup(name);
+  const gpt::GPTConfig& c = setup.config;
+  const std::int64_t batch = setup.batch, seq = setup.seq;
   xg::manual_seed(0);
   gpt::GPT model(c);
   if (mode == "train" || mode == "train-checkpoint" || mode == "train-bf16") {

@@ -231,6 +231,12 @@ CASES = [
     ("--bucket-mb zero", "--bucket-mb is 0", TRAIN + ["--bucket-mb", "0"]),
     ("--bucket-mb NaN", "--bucket-mb is nan", TRAIN + ["--bucket-mb", "nan"]),
     ("--dist-timeout negative", "--dist-timeout is -1", TRAIN + ["--dist-timeout", "-1"]),
+    ("--dist-timeout NaN", "--dist-timeout is nan", TRAIN + ["--dist-timeout", "nan"]),
+    ("--bucket-mb too big", "--bucket-mb is 1000000000, outside", TRAIN + ["--bucket-mb", "1e9"]),
+    ("--dtype not a word", "--dtype must be float32 or bf16", TRAIN + ["--dtype", "16"]),
+    # ---- environment ----
+    ("XGRAD_GEMM unknown", "XGRAD_GEMM is \"fastest\"; expected auto, openblas or onednn",
+     ["ENV:XGRAD_GEMM=fastest", "eval", "--out", "ck", "--data", "corpus.txt", "--batches", "1"]),
     # ---- corpora ----
     ("data missing", "does not exist", ["train", "--data", "missing.txt", "--out", "new"]),
     ("data empty", "is empty", ["train", "--data", "empty.txt", "--out", "new"]),
@@ -328,8 +334,12 @@ def main():
     failed = 0
     for name, fragment, args, *allowed in CASES:
         allowed = allowed[0] if allowed else set()
+        env = dict(os.environ)  # a leading "ENV:NAME=value" sets an environment variable for the case
+        while args and args[0].startswith("ENV:"):
+            key, _, value = args[0][4:].partition("=")
+            env[key], args = value, args[1:]
         try:
-            r = subprocess.run([gpt, *args], capture_output=True, timeout=60, errors="surrogateescape")
+            r = subprocess.run([gpt, *args], capture_output=True, timeout=60, errors="surrogateescape", env=env)
         except subprocess.TimeoutExpired:
             print(f"FAIL {name}: no answer within 60 s")
             failed += 1
