@@ -16,7 +16,9 @@ set -euo pipefail
 
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
           libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox python3
-          libopenmpi-dev openmpi-bin libdnnl-dev)  # Open MPI: training under mpirun; oneDNN: a GEMM backend
+          libopenmpi-dev openmpi-bin libdnnl-dev libopenblas-openmp-dev)
+# Open MPI: training under mpirun; oneDNN: a GEMM backend; OpenBLAS's OpenMP build: BLAS on the same
+# thread pool as oneDNN and xgrad's kernels.
 command -v npm >/dev/null || packages+=(npm)  # fetches GPT-2's BPE files
 for arg in "$@"; do
   case "$arg" in

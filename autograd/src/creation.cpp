@@ -26,7 +26,12 @@ Tensor full(const Shape& shape, double value, TensorOptions o) {
   bool rg = o.requires_grad;
   o.requires_grad = false;
   Tensor t = empty(shape, o);
-  dispatch_all(o.dtype, [&]<class T>() { std::fill_n(ptr<T>(t), t.numel(), static_cast<T>(value)); });
+  dispatch_all(o.dtype, [&]<class T>() {
+    T* p = ptr<T>(t);
+    parallel_for(t.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+      std::fill(p + b, p + e, static_cast<T>(value));
+    });
+  });
   if (rg) t.requires_grad_(true);
   return t;
 }

@@ -2,6 +2,7 @@
 // with gemm, masks it, takes the row softmax and multiplies by V. Only the row log-sum-exps are kept for
 // backward, which recomputes the block. The composite version (Tensor ops) is the reference, the path
 // for attention dropout, and the path for higher-order gradients.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -79,6 +80,9 @@ Tensor attention_probs(const Tensor& q, const Tensor& k, const MaskRule& rule, c
 /// The sizes of one (batch, head) block: q [T, D], k [S, D], v [S, Dv].
 struct Dims {
   std::int64_t t, s, d, dv;
+  /// Blocks per chunk when the (batch, head) blocks are spread over the thread pool: about 256K
+  /// multiply-adds per chunk, so a single query against a short cache stays on one thread.
+  std::int64_t grain() const { return std::max<std::int64_t>(1, (std::int64_t{1} << 18) / std::max<std::int64_t>(1, t * s * (d + dv))); }
   static Dims of(const Tensor& q, const Tensor& k, const Tensor& v) {
     const std::int64_t nd = q.dim();
     return {q.shape()[nd - 2], k.shape()[nd - 2], q.shape()[nd - 1], v.shape()[nd - 1]};
@@ -158,14 +162,14 @@ struct AttentionRule {
     Tensor dq = empty(qv.shape(), {qv.dtype()}), dk = empty(kv.shape(), {qv.dtype()}), dv = empty(vv.shape(), {qv.dtype()});
     const Operand qo = operand(qv), ko = operand(kv), vo = operand(vv), go = operand(g);
     dispatch_float(qv.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
-      std::vector<T> p(static_cast<std::size_t>(z.t * z.s)), dp(p.size());
-      for (std::size_t b = 0; b < qo.offsets.size(); ++b) {
-        const auto i = static_cast<std::int64_t>(b);
-        attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
-                              pv.defined() ? ptr<double>(pv) + i * z.t * z.s : nullptr, rule, T(scale),
-                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), ptr<T>(dq) + i * z.t * z.d,
-                              ptr<T>(dk) + i * z.s * z.d, ptr<T>(dv) + i * z.s * z.dv);
-      }
+      parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
+        std::vector<T> p(static_cast<std::size_t>(z.t * z.s)), dp(p.size());
+        for (std::int64_t i = b0; i < b1; ++i)
+          attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
+                                pv.defined() ? ptr<double>(pv) + i * z.t * z.s : nullptr, rule, T(scale),
+                                ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), ptr<T>(dq) + i * z.t * z.d,
+                                ptr<T>(dk) + i * z.s * z.d, ptr<T>(dv) + i * z.s * z.dv);
+      });
     });
     return {dq, dk, dv};
   }
@@ -227,11 +231,13 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   // The padding mask read through broadcast strides, as doubles, per batch element.
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
   dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
-    std::vector<T> p(static_cast<std::size_t>(z.t * z.s));
-    for (std::int64_t b = 0; b < nb; ++b)
-      attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
-                           pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
-                           ptr<T>(lse) + b * z.t, ptr<T>(out) + b * z.t * z.dv);
+    parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
+      std::vector<T> p(static_cast<std::size_t>(z.t * z.s));
+      for (std::int64_t b = b0; b < b1; ++b)
+        attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
+                             pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
+                             ptr<T>(lse) + b * z.t, ptr<T>(out) + b * z.t * z.dv);
+    });
   });
   return autograd::record_fused("scaled_dot_product_attention", {q, k, v}, out,
                                 AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale,

@@ -17,31 +17,35 @@ namespace {
 template <class T>
 void cross_entropy_forward(const T* x, const std::int64_t* t, std::int64_t ignore, T* loss, T* lse, std::int64_t rows,
                            std::int64_t n) {
-  std::vector<T> scratch(static_cast<std::size_t>(n));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    T m = row_max(xr, n);
-    lse[r] = m + std::log(exp_shift_sum(xr, scratch.data(), n, m));
-    loss[r] = t[r] == ignore ? T(0) : lse[r] - xr[t[r]];
-  }
+  parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
+    std::vector<T> scratch(static_cast<std::size_t>(n));
+    for (std::int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * n;
+      T m = row_max(xr, n);
+      lse[r] = m + std::log(exp_shift_sum(xr, scratch.data(), n, m));
+      loss[r] = t[r] == ignore ? T(0) : lse[r] - xr[t[r]];
+    }
+  });
 }
 
 /// dx [rows, n] = (softmax(x) - one_hot(t)) * g_r, with g_r = g[r] (no reduction) or g[0] * scale.
 template <class T>
 void cross_entropy_backward(const T* x, const std::int64_t* t, std::int64_t ignore, const T* lse, const T* g,
                             bool per_row, T scale, T* dx, std::int64_t rows, std::int64_t n) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    T* dr = dx + r * n;
-    if (t[r] == ignore) {
-      std::fill_n(dr, n, T(0));
-      continue;
-    }
-    const T gr = per_row ? g[r] : g[0] * scale;
-    exp_shift_sum(x + r * n, dr, n, lse[r]);  // softmax
+  parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      T* dr = dx + r * n;
+      if (t[r] == ignore) {
+        std::fill_n(dr, n, T(0));
+        continue;
+      }
+      const T gr = per_row ? g[r] : g[0] * scale;
+      exp_shift_sum(x + r * n, dr, n, lse[r]);  // softmax
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) dr[i] *= gr;
-    dr[t[r]] -= gr;
-  }
+      for (std::int64_t i = 0; i < n; ++i) dr[i] *= gr;
+      dr[t[r]] -= gr;
+    }
+  });
 }
 
 struct CrossEntropyRule {

@@ -1,6 +1,8 @@
 // layer_norm over the last dim: one fused pass per row forward (keeping each row's mean and 1/std) and
 // backward, with the composite formula as the create_graph path.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "xgrad/kernel.hpp"
 #include "xgrad/nn/functional.hpp"
@@ -16,53 +18,77 @@ namespace {
 template <class T>
 void layer_norm_forward(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, std::int64_t rows,
                         std::int64_t n, T eps) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    T* yr = y + r * n;
-    T mu = row_sum(xr, n) / T(n);
-    T var = 0;
+  parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      const T* xr = x + r * n;
+      T* yr = y + r * n;
+      T mu = row_sum(xr, n) / T(n);
+      T var = 0;
 #pragma omp simd reduction(+ : var)
-    for (std::int64_t i = 0; i < n; ++i) var += (xr[i] - mu) * (xr[i] - mu);
-    T rs = T(1) / std::sqrt(var / T(n) + eps);
-    mean[r] = mu;
-    rstd[r] = rs;
+      for (std::int64_t i = 0; i < n; ++i) var += (xr[i] - mu) * (xr[i] - mu);
+      T rs = T(1) / std::sqrt(var / T(n) + eps);
+      mean[r] = mu;
+      rstd[r] = rs;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) {
-      T v = (xr[i] - mu) * rs;
-      yr[i] = (w ? v * w[i] : v) + (b ? b[i] : T(0));
+      for (std::int64_t i = 0; i < n; ++i) {
+        T v = (xr[i] - mu) * rs;
+        yr[i] = (w ? v * w[i] : v) + (b ? b[i] : T(0));
+      }
     }
-  }
+  });
 }
+
+/// Rows per block of layer_norm's backward: blocks, not threads, own the partial weight and bias
+/// gradients, so their sum is the same whatever the thread count.
+constexpr std::int64_t kLayerNormBlockRows = 32;
 
 /// g, x [rows, n] -> dx [rows, n]; dw, db [n] accumulated (either may be null):
 /// dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) with dxhat = g w.
 template <class T>
 void layer_norm_backward(const T* g, const T* x, const T* w, const T* mean, const T* rstd, T* dx, T* dw, T* db,
                          std::int64_t rows, std::int64_t n) {
-  std::vector<T> xhat(static_cast<std::size_t>(n)), dxhat(static_cast<std::size_t>(n));
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const T* xr = x + r * n;
-    const T* gr = g + r * n;
-    T* dr = dx + r * n;
-    const T mu = mean[r], rs = rstd[r];
-    T m1 = 0, m2 = 0;
+  const std::int64_t blocks = (rows + kLayerNormBlockRows - 1) / kLayerNormBlockRows;
+  // Per block: n partial dw then n partial db.
+  std::vector<T> partial(dw || db ? static_cast<std::size_t>(blocks * 2 * n) : 0, T(0));
+  parallel_for(blocks, std::max<std::int64_t>(1, row_grain(n) / kLayerNormBlockRows), [&](std::int64_t b0, std::int64_t b1) {
+    std::vector<T> xhat(static_cast<std::size_t>(n)), dxhat(static_cast<std::size_t>(n));
+    for (std::int64_t blk = b0; blk < b1; ++blk) {
+      T* pdw = partial.empty() ? nullptr : partial.data() + blk * 2 * n;
+      T* pdb = pdw ? pdw + n : nullptr;
+      for (std::int64_t r = blk * kLayerNormBlockRows; r < std::min(rows, (blk + 1) * kLayerNormBlockRows); ++r) {
+        const T* xr = x + r * n;
+        const T* gr = g + r * n;
+        T* dr = dx + r * n;
+        const T mu = mean[r], rs = rstd[r];
+        T m1 = 0, m2 = 0;
 #pragma omp simd reduction(+ : m1, m2)
-    for (std::int64_t i = 0; i < n; ++i) {
-      xhat[i] = (xr[i] - mu) * rs;
-      dxhat[i] = w ? gr[i] * w[i] : gr[i];
-      m1 += dxhat[i];
-      m2 += dxhat[i] * xhat[i];
-    }
-    m1 /= T(n);
-    m2 /= T(n);
+        for (std::int64_t i = 0; i < n; ++i) {
+          xhat[i] = (xr[i] - mu) * rs;
+          dxhat[i] = w ? gr[i] * w[i] : gr[i];
+          m1 += dxhat[i];
+          m2 += dxhat[i] * xhat[i];
+        }
+        m1 /= T(n);
+        m2 /= T(n);
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) dr[i] = rs * (dxhat[i] - m1 - xhat[i] * m2);
+        for (std::int64_t i = 0; i < n; ++i) dr[i] = rs * (dxhat[i] - m1 - xhat[i] * m2);
+        if (dw)
+#pragma omp simd
+          for (std::int64_t i = 0; i < n; ++i) pdw[i] += gr[i] * xhat[i];
+        if (db)
+#pragma omp simd
+          for (std::int64_t i = 0; i < n; ++i) pdb[i] += gr[i];
+      }
+    }
+  });
+  for (std::int64_t blk = 0; blk < blocks && !partial.empty(); ++blk) {
+    const T* pdw = partial.data() + blk * 2 * n;
     if (dw)
 #pragma omp simd
-      for (std::int64_t i = 0; i < n; ++i) dw[i] += gr[i] * xhat[i];
+      for (std::int64_t i = 0; i < n; ++i) dw[i] += pdw[i];
     if (db)
 #pragma omp simd
-      for (std::int64_t i = 0; i < n; ++i) db[i] += gr[i];
+      for (std::int64_t i = 0; i < n; ++i) db[i] += pdw[n + i];
   }
 }
 

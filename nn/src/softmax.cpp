@@ -19,7 +19,9 @@ Tensor map_rows(const Tensor& x, std::string_view op, F f) {
     Tensor xc = contiguous_data(x);
     Tensor y = empty(x.shape(), {x.dtype()});
     auto [rows, n] = rows_of(x);
-    for (std::int64_t r = 0; r < rows; ++r) f(ptr<T>(xc) + r * n, ptr<T>(y) + r * n, n);
+    parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r = begin; r < end; ++r) f(ptr<T>(xc) + r * n, ptr<T>(y) + r * n, n);
+    });
     return y;
   });
 }
@@ -31,7 +33,9 @@ Tensor map_rows2(const Tensor& a, const Tensor& b, std::string_view op, F f) {
     Tensor ac = contiguous_data(a), bc = contiguous_data(b);
     Tensor out = empty(a.shape(), {a.dtype()});
     auto [rows, n] = rows_of(a);
-    for (std::int64_t r = 0; r < rows; ++r) f(ptr<T>(ac) + r * n, ptr<T>(bc) + r * n, ptr<T>(out) + r * n, n);
+    parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t r = begin; r < end; ++r) f(ptr<T>(ac) + r * n, ptr<T>(bc) + r * n, ptr<T>(out) + r * n, n);
+    });
     return out;
   });
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "xgrad/kernel.hpp"
 
@@ -24,14 +25,18 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
       const std::int64_t n = g.numel();
       double s = 0.0;
       if (!inf_norm && norm_type == 2.0) {
-        // The common case, vectorised: sums of squares in blocks of T, accumulated in double.
-        for (std::int64_t b = 0; b < n; b += 4096) {
-          T part = 0;
-          const std::int64_t e = std::min<std::int64_t>(n, b + 4096);
-#pragma omp simd reduction(+ : part)
-          for (std::int64_t i = b; i < e; ++i) part += x[i] * x[i];
-          s += static_cast<double>(part);
-        }
+        // The common case, vectorised: sums of squares in blocks of T, accumulated in double in block
+        // order (the same sum whatever the thread count).
+        constexpr std::int64_t kBlock = 4096;
+        std::vector<double> parts(static_cast<std::size_t>((n + kBlock - 1) / kBlock));
+        parallel_for(static_cast<std::int64_t>(parts.size()), kElementwiseGrain / kBlock, [&](std::int64_t b0, std::int64_t b1) {
+          for (std::int64_t blk = b0; blk < b1; ++blk) {
+            const T* xb = x + blk * kBlock;
+            const std::int64_t len = std::min<std::int64_t>(n - blk * kBlock, kBlock);
+            parts[static_cast<std::size_t>(blk)] = static_cast<double>(row_dot(xb, xb, len));
+          }
+        });
+        for (double part : parts) s += part;
       } else {
         for (std::int64_t i = 0; i < n; ++i) {
           double a = std::abs(static_cast<double>(x[i]));

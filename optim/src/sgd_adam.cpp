@@ -79,11 +79,15 @@ void SGD::step() {
       Tensor buf = o.momentum != 0 ? buffer(name, "momentum_buffer", p) : Tensor();
       dispatch_float(p.dtype(), "SGD", [&]<class T>() {
         const SgdStep<T> k{T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
-        if (buf.defined()) {
-          k.template run<true>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(buf), p.numel());
-        } else {
-          k.template run<false>(write_ptr<T>(p), ptr<T>(g), nullptr, p.numel());
-        }
+        T *pp = write_ptr<T>(p), *pb = buf.defined() ? write_ptr<T>(buf) : nullptr;
+        const T* pg = ptr<T>(g);
+        parallel_for(p.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+          if (pb) {
+            k.template run<true>(pp + b, pg + b, pb + b, e - b);
+          } else {
+            k.template run<false>(pp + b, pg + b, nullptr, e - b);
+          }
+        });
       });
     }
   }
@@ -121,11 +125,16 @@ void Adam::step() {
         const AdamStep<T> k{T(b1), T(b2), T(group.lr / bc1), T(1 / std::sqrt(bc2)), T(o.eps),
                             decoupled_ ? T(1) - lr * wd : T(1),  // AdamW: p *= 1 - lr wd
                             decoupled_ ? T(0) : wd};             // Adam: g += wd p
-        if (vmax.defined()) {
-          k.template run<true>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(m), write_ptr<T>(v), write_ptr<T>(vmax), p.numel());
-        } else {
-          k.template run<false>(write_ptr<T>(p), ptr<T>(g), write_ptr<T>(m), write_ptr<T>(v), nullptr, p.numel());
-        }
+        T *pp = write_ptr<T>(p), *pm = write_ptr<T>(m), *pv = write_ptr<T>(v);
+        T* pvmax = vmax.defined() ? write_ptr<T>(vmax) : nullptr;
+        const T* pg = ptr<T>(g);
+        parallel_for(p.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+          if (pvmax) {
+            k.template run<true>(pp + b, pg + b, pm + b, pv + b, pvmax + b, e - b);
+          } else {
+            k.template run<false>(pp + b, pg + b, pm + b, pv + b, nullptr, e - b);
+          }
+        });
       });
     }
   }

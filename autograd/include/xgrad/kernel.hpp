@@ -16,11 +16,14 @@
 //   }
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <string>
+#include <type_traits>
 #include <string_view>
 #include <utility>
 
@@ -156,6 +159,43 @@ void copy_to_contiguous(const Tensor& src, T* dst) {
                       for (std::int64_t i = 0; i < n; ++i) dst[o[1] + i] = s[o[0] + i * in[0]];
                     }
                   });
+}
+
+// ---- threads: one pool for kernels and GEMMs ----
+
+namespace detail {
+using ChunkFn = void (*)(void* ctx, std::int64_t begin, std::int64_t end);
+void parallel_run(std::int64_t n, std::int64_t grain, ChunkFn fn, void* ctx);
+}  // namespace detail
+
+/// Runs f(begin, end) over [0, n) in contiguous chunks of at least `grain` items, one chunk per thread of
+/// xgrad's pool (set_num_threads), which BLAS and oneDNN run on too, so kernels and GEMMs take turns on the
+/// cores instead of fighting. Runs inline when [0, n) is a single chunk, on one thread, or inside another
+/// parallel region (a GEMM called from a chunk then runs on its thread alone). Chunks see the caller's
+/// autocast setting; the first exception a chunk throws is rethrown here after every chunk has finished.
+/// Chunks must write disjoint data: a reduction keeps one partial result per chunk.
+template <class F>
+void parallel_for(std::int64_t n, std::int64_t grain, F&& f) {
+  if (n <= 0) return;
+  if (n <= grain) {
+    f(std::int64_t{0}, n);
+    return;
+  }
+  using Fn = std::remove_reference_t<F>;
+  detail::parallel_run(
+      n, grain, [](void* ctx, std::int64_t b, std::int64_t e) { (*static_cast<Fn*>(ctx))(b, e); },
+      const_cast<void*>(static_cast<const void*>(std::addressof(f))));
+}
+/// Whether this build has the thread pool (GNU OpenMP); without it parallel_for runs inline.
+bool has_thread_pool();
+/// Whether BLAS runs on that same pool (OpenBLAS's OpenMP build) rather than a pool of its own.
+bool blas_shares_pool();
+/// Items per chunk below which splitting elementwise work costs more than it saves (about 64 KB of
+/// float32 per thread: waking a spinning pool thread costs ~1 us).
+inline constexpr std::int64_t kElementwiseGrain = 16384;
+/// Rows per chunk for row kernels over rows of `row_len` items: the same ~16K items per chunk.
+inline std::int64_t row_grain(std::int64_t row_len) {
+  return std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(row_len, 1));
 }
 
 // ---- GEMM and row helpers (compiled once in the library, vectorised for this CPU) ----

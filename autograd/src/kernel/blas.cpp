@@ -2,9 +2,6 @@
 #include <cblas.h>
 #ifdef XGRAD_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.h>
-// oneDNN's pool is GNU OpenMP's; declared here so that no OpenMP compiler flag is needed.
-extern "C" void omp_set_num_threads(int);
-extern "C" int omp_get_max_threads(void);
 #endif
 
 #include <algorithm>
@@ -19,8 +16,7 @@ extern "C" int omp_get_max_threads(void);
 #include "internal_gemm.hpp"
 #include "xgrad/kernel.hpp"
 
-extern "C" void openblas_set_num_threads(int);
-extern "C" int openblas_get_num_threads(void);
+extern "C" int openblas_get_parallel(void);
 extern "C" char* openblas_get_config(void);
 
 namespace xg {
@@ -52,22 +48,27 @@ constexpr int kUnset = -1;
 std::atomic<int> backend{kUnset};
 std::mutex choose_mu;
 
-/// Median-free quick timing: the best of a few runs of a training-sized product (activations x weights,
-/// and the weight-gradient product with a transpose), after a warm-up.
-double time_backend(void (*f)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                              std::int64_t, const float*, std::int64_t, float, float*, std::int64_t)) {
+using SgemmFn = void (*)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
+                         const float*, std::int64_t, float, float*, std::int64_t);
+
+/// The faster of two GEMMs on a training-sized pair of products (activations x weights, and the
+/// weight-gradient product with a transpose): rounds alternate between them, so that a clock or a
+/// neighbour that changes speed part-way hits both, and each keeps its best round after a warm-up.
+bool second_is_faster(SgemmFn first, SgemmFn second) {
   const std::int64_t m = 256, n = 768, k = 768;
   std::vector<float> a(static_cast<std::size_t>(m * k), 0.5f), b(static_cast<std::size_t>(k * n), 0.25f),
       c(static_cast<std::size_t>(m * n));
-  double best = 1e30;
-  for (int rep = 0; rep < 4; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
-    f(true, false, k, n, m, 1.f, a.data(), k, c.data(), n, 0.f, b.data(), n);
-    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (rep > 0) best = std::min(best, t);
-  }
-  return best;
+  double best[2] = {1e30, 1e30};
+  for (int round = 0; round < 6; ++round)
+    for (int which = 0; which < 2; ++which) {
+      const SgemmFn f = which == 0 ? first : second;
+      const auto t0 = std::chrono::steady_clock::now();
+      f(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+      f(true, false, k, n, m, 1.f, a.data(), k, c.data(), n, 0.f, b.data(), n);
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (round > 0) best[which] = std::min(best[which], t);
+    }
+  return best[1] < best[0];
 }
 
 int choose_backend() {
@@ -81,8 +82,8 @@ int choose_backend() {
   }
   XG_CHECK(want == "auto", "XGRAD_GEMM is \"{}\"; expected auto, openblas or onednn", want);
 #ifdef XGRAD_HAVE_ONEDNN
-  const double ob = time_backend(openblas_sgemm), dn = time_backend(onednn_sgemm);
-  return static_cast<int>(dn < ob ? kernel::GemmBackend::onednn : kernel::GemmBackend::openblas);
+  return static_cast<int>(second_is_faster(openblas_sgemm, onednn_sgemm) ? kernel::GemmBackend::onednn
+                                                                          : kernel::GemmBackend::openblas);
 #else
   return static_cast<int>(kernel::GemmBackend::openblas);
 #endif
@@ -120,15 +121,18 @@ std::string kernel::gemm_backend_name() {
 #ifdef XGRAD_HAVE_ONEDNN
     const dnnl_version_t* v = dnnl_version();
     return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads; bf16 {})", v->major, v->minor, v->patch,
-                       omp_get_max_threads(), detail::bf16_native() ? "native" : "by rounding");
+                       get_num_threads(), detail::bf16_native() ? "native" : "by rounding");
 #endif
   }
-  return fmt::format("{} ({} threads; bf16 {})", openblas_get_config(), openblas_get_num_threads(),
+  const int mode = openblas_get_parallel();  // 0 sequential, 1 its own pthreads pool, 2 OpenMP
+  return fmt::format("{} ({} threads{}; bf16 {})", openblas_get_config(), get_num_threads(),
+                     mode == 2 ? ", OpenMP" : mode == 1 ? ", own pthreads pool" : ", sequential",
                      detail::bf16_native() ? "on oneDNN, native" : "by rounding");
 }
 
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+  detail::adopt_pool_size();
   if (is_autocast_enabled() && m > 0 && n > 0 && k > 0)
     return detail::bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   detail::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -144,18 +148,10 @@ void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std
 }
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
                   std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
+  detail::adopt_pool_size();
   cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, blas_int(m, "m"),
               blas_int(n, "n"), blas_int(k, "k"), alpha, a, blas_int(lda, "lda"), b, blas_int(ldb, "ldb"), beta, c,
               blas_int(ldc, "ldc"));
 }
-
-void set_num_threads(int n) {
-  XG_CHECK(n >= 1, "set_num_threads: need at least 1 thread, got {}", n);
-  openblas_set_num_threads(n);
-#ifdef XGRAD_HAVE_ONEDNN
-  omp_set_num_threads(n);  // oneDNN's pool
-#endif
-}
-int get_num_threads() { return openblas_get_num_threads(); }
 
 }  // namespace xg

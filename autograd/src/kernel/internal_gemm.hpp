@@ -13,5 +13,8 @@ void bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k,
                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 /// Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX) through oneDNN.
 bool bf16_native();
+/// Sets this thread's OpenMP thread count to the pool's size: OpenBLAS's OpenMP build and oneDNN follow
+/// the calling thread's count, and a thread other than the one that called set_num_threads has its own.
+void adopt_pool_size();
 
 }  // namespace xg::kernel::detail

@@ -38,17 +38,17 @@ struct GeluRule {
         return unary2_kernel<T>(g, xv, [](const auto& gg, const auto& v) {
           return gg * (T(0.5) * (T(1) + xt::erf(v * T(M_SQRT1_2))) + v * xt::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi));
         });
-      // Two passes, t = tanh(u) first: an xtensor expression must not keep a local sub-expression (it
-      // would hold it by reference past the lambda's return).
-      Tensor t = unary_kernel<T>(xv, [](const auto& v) { return xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v)); });
-      Tensor gc = contiguous_data(g), xc = contiguous_data(xv);
-      const auto n = static_cast<std::size_t>(xv.numel());
-      if (n == 0) return t;
-      auto gg = xt::adapt(ptr<T>(gc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-      auto v = xt::adapt(ptr<T>(xc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-      auto o = xt::adapt(ptr<T>(t), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-      xt::noalias(o) = gg * (T(0.5) * (T(1) + o) +
-                             T(0.5) * v * (T(1) - o * o) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
+      // Two statements per chunk, t = tanh(u) first: an xtensor expression must not keep a local
+      // sub-expression (it would hold it by reference past the lambda's return).
+      Tensor gc = contiguous_data(g), xc = contiguous_data(xv), t = empty(xv.shape(), {xv.dtype()});
+      parallel_for(xv.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+        auto gg = flat_view<T>(gc, b, e);
+        auto v = flat_view<T>(xc, b, e);
+        auto o = flat_view<T>(t, b, e);
+        xt::noalias(o) = xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
+        xt::noalias(o) = gg * (T(0.5) * (T(1) + o) +
+                               T(0.5) * v * (T(1) - o * o) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
+      });
       return t;
     })};
   }

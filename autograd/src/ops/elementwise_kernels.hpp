@@ -18,6 +18,27 @@
 
 namespace xg::kernel {
 
+/// strided_loop over `shape`, split across the thread pool along its outermost dim of size > 1 when the
+/// work is large enough (each chunk walks its own slab of that dim).
+template <std::size_t K, class F>
+void parallel_strided_loop(const Shape& shape, const std::array<const Shape*, K>& strides,
+                           const std::array<std::int64_t, K>& base, F&& f) {
+  std::size_t d = 0;
+  while (d < shape.size() && shape[d] == 1) ++d;
+  std::int64_t numel = 1;
+  for (auto v : shape) numel *= v;  // shapes of existing tensors: their product is checked at creation
+  if (d == shape.size() || numel <= kElementwiseGrain) return strided_loop<K>(shape, strides, base, f);
+  const std::int64_t inner = numel / shape[d];
+  parallel_for(shape[d], std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(inner, 1)),
+               [&](std::int64_t b, std::int64_t e) {
+                 Shape sub = shape;
+                 sub[d] = e - b;
+                 std::array<std::int64_t, K> off = base;
+                 for (std::size_t k = 0; k < K; ++k) off[k] += b * (*strides[k])[d];
+                 strided_loop<K>(sub, strides, off, f);
+               });
+}
+
 /// out = f(a, b) with NumPy broadcasting; out has dtype `out_dtype` (a's unless a comparison says otherwise).
 template <class T, class F>
 inline Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& shape, F f) {
@@ -29,22 +50,25 @@ inline Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& shape
     const T* y = ptr<T>(b);
     T* z = ptr<T>(out);
     const std::int64_t n = out.numel();
-    if (a.numel() == n && b.numel() == n) {
-      for (std::int64_t i = 0; i < n; ++i) z[i] = f(x[i], y[i]);
-    } else if (b.numel() == 1) {
-      const T yv = *y;
-      for (std::int64_t i = 0; i < n; ++i) z[i] = f(x[i], yv);
-    } else {
-      const T xv = *x;
-      for (std::int64_t i = 0; i < n; ++i) z[i] = f(xv, y[i]);
-    }
+    const bool full_a = a.numel() == n, full_b = b.numel() == n;
+    parallel_for(n, kElementwiseGrain, [&](std::int64_t begin, std::int64_t end) {
+      if (full_a && full_b) {
+        for (std::int64_t i = begin; i < end; ++i) z[i] = f(x[i], y[i]);
+      } else if (full_a) {
+        const T yv = *y;
+        for (std::int64_t i = begin; i < end; ++i) z[i] = f(x[i], yv);
+      } else {
+        const T xv = *x;
+        for (std::int64_t i = begin; i < end; ++i) z[i] = f(xv, y[i]);
+      }
+    });
     return out;
   }
   Shape sa = broadcast_strides(a, shape), sb = broadcast_strides(b, shape), so = out.strides();
   const T* pa = static_cast<const T*>(a.impl()->storage->data);
   const T* pb = static_cast<const T*>(b.impl()->storage->data);
   T* po = ptr<T>(out);
-  strided_loop<3>(shape, {&sa, &sb, &so}, {a.offset(), b.offset(), 0},
+  parallel_strided_loop<3>(shape, {&sa, &sb, &so}, {a.offset(), b.offset(), 0},
                   [&](const std::array<std::int64_t, 3>& o, std::int64_t n, const std::array<std::int64_t, 3>& in) {
                     const T* x = pa + o[0];
                     const T* y = pb + o[1];
@@ -71,7 +95,7 @@ void inplace_kernel(const Tensor& self, const Tensor& other, F f) {
   Shape so = self.strides(), sb = broadcast_strides(other, self.shape());
   T* ps = static_cast<T*>(self.impl()->storage->data);
   const T* pb = static_cast<const T*>(other.impl()->storage->data);
-  strided_loop<2>(self.shape(), {&so, &sb}, {self.offset(), other.offset()},
+  parallel_strided_loop<2>(self.shape(), {&so, &sb}, {self.offset(), other.offset()},
                   [&](const std::array<std::int64_t, 2>& o, std::int64_t n, const std::array<std::int64_t, 2>& in) {
                     T* x = ps + o[0];
                     const T* y = pb + o[1];
@@ -86,16 +110,24 @@ void inplace_kernel(const Tensor& self, const Tensor& other, F f) {
                   });
 }
 
-/// out = expr(x) elementwise, as one xtensor expression over the flat contiguous data (xsimd-vectorised).
+/// xtensor views of [begin, end) of flat contiguous data.
+template <class T>
+auto flat_view(const Tensor& t, std::int64_t begin, std::int64_t end) {
+  const auto n = static_cast<std::size_t>(end - begin);
+  return xt::adapt(ptr<T>(t) + begin, n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+}
+
+/// out = expr(x) elementwise, as one xtensor expression over the flat contiguous data (xsimd-vectorised),
+/// in chunks across the thread pool.
 template <class T, class E>
 Tensor unary_kernel(const Tensor& x, E expr) {
   Tensor xc = contiguous_data(x);
   Tensor out = empty(x.shape(), {x.dtype()});
-  const auto n = static_cast<std::size_t>(x.numel());
-  if (n == 0) return out;
-  auto a = xt::adapt(ptr<T>(xc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-  auto o = xt::adapt(ptr<T>(out), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-  xt::noalias(o) = expr(a);
+  parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+    auto a = flat_view<T>(xc, b, e);
+    auto o = flat_view<T>(out, b, e);
+    xt::noalias(o) = expr(a);
+  });
   return out;
 }
 
@@ -104,12 +136,12 @@ template <class T, class E>
 Tensor unary2_kernel(const Tensor& x, const Tensor& y, E expr) {
   Tensor xc = contiguous_data(x), yc = contiguous_data(y);
   Tensor out = empty(x.shape(), {x.dtype()});
-  const auto n = static_cast<std::size_t>(x.numel());
-  if (n == 0) return out;
-  auto a = xt::adapt(ptr<T>(xc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-  auto b = xt::adapt(ptr<T>(yc), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-  auto o = xt::adapt(ptr<T>(out), n, xt::no_ownership(), std::array<std::size_t, 1>{n});
-  xt::noalias(o) = expr(a, b);
+  parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+    auto a = flat_view<T>(xc, b, e);
+    auto c = flat_view<T>(yc, b, e);
+    auto o = flat_view<T>(out, b, e);
+    xt::noalias(o) = expr(a, c);
+  });
   return out;
 }
 
