@@ -6,6 +6,8 @@
 Each round runs xgrad then PyTorch for each config (interleaved), with the same thread count for BLAS
 and torch. Prints tokens/s (median over rounds), the ratio (> 1: xgrad faster) and peak memory. Sampling
 generates 64 tokens from one; "sample" uses xgrad's key/value cache, "sample-nocache" does not.
+--torch-best CONFIGS also runs PyTorch's training step at every split of the threads between its own
+pool and OpenBLAS's (1..THREADS each) and adds a row against the fastest.
 """
 import argparse
 import json
@@ -17,8 +19,8 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def run(cmd, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+def run(cmd, threads, blas_threads=None):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(blas_threads or threads))
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -30,6 +32,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--configs", default="baby,gpt2")
     ap.add_argument("--modes", default="train,sample,sample-nocache")
+    ap.add_argument("--torch-best", default="", help="configs to compare with PyTorch's fastest thread split")
     args = ap.parse_args()
     xg = os.path.join(args.build, "bench", "bench_gpt")
     pt = [sys.executable, os.path.join(HERE, "torch_gpt.py")]
@@ -57,6 +60,15 @@ def main():
             tm = max(r.get("peak_mb", 0) for r in ts)
             mem = f"{xm:>10.0f}{tm:>10.0f}" if mode.startswith("train") else ""
             print(f"{cfg:<8}{mode:<18}{x:>13.1f}{t:>13.1f}{x / t:>8.2f}{mem}", flush=True)
+            if mode == "train" and cfg in args.torch_best.split(","):
+                best, where = 0.0, ""
+                for tt in range(1, args.threads + 1):
+                    for bt in range(1, args.threads + 1):
+                        runs = [run(pt + [cfg, str(tt), "train"], tt, bt)["tokens_per_sec"] for _ in range(args.rounds)]
+                        if statistics.median(runs) > best:
+                            best, where = statistics.median(runs), f"{tt} torch + {bt} BLAS threads"
+                print(f"{cfg:<8}{'train vs best':<18}{x:>13.1f}{best:>13.1f}{x / best:>8.2f}   (PyTorch's best: {where})",
+                      flush=True)
 
 
 if __name__ == "__main__":

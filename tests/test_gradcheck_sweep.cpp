@@ -152,6 +152,9 @@ const std::vector<OpCase>& cases() {
       {"scatter_add", [](auto& v) { return xg::scatter_add(v[0], 1, idx_gather(), v[1]); }, {{3, 4}, {3, 2}}},
       // ---- nn::functional ----
       {"linear", [](auto& v) { return F::linear(v[0], v[1], v[2]); }, {{2, 3, 4}, {5, 4}, {5}}},
+      {"linear no bias", [](auto& v) { return F::linear(v[0], v[1]); }, {{3, 4}, {2, 4}}},
+      {"linear 1-d input", [](auto& v) { return F::linear(v[0], v[1], v[2]); }, {{4}, {3, 4}, {3}}},
+      {"linear transposed input", [](auto& v) { return F::linear(xg::transpose(v[0], 0, 1), v[1], v[2]); }, {{4, 3}, {2, 4}, {2}}},
       {"softmax", [](auto& v) { return F::softmax(v[0], -1); }, {{3, 5}}},
       {"softmax dim 0", [](auto& v) { return F::softmax(v[0], 0); }, {{3, 5}}},
       {"softmax size-1", [](auto& v) { return F::softmax(v[0], -1); }, {{3, 1}}},

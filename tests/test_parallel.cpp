@@ -35,6 +35,8 @@ std::vector<std::vector<float>> pooled_results(int threads) {
   y = y + xg::transpose(xg::transpose(b, 0, 1) * 0.5, 0, 1);  // strided operands
   y = xg::gelu(y, true) + xg::gelu(a, false) + xg::exp(b * 0.1);
   y = F::layer_norm(y, w, bias);
+  xg::Tensor proj = leaf({384, 384});
+  y = F::linear(y, proj, bias) * 0.05;  // the bias's column sums in backward
   y = F::softmax(y, -1) + F::log_softmax(a, -1);
   keep(y);
   xg::Tensor targets = xg::randint(0, 384, {96}, &gen);
@@ -46,7 +48,7 @@ std::vector<std::vector<float>> pooled_results(int threads) {
   keep(att);
   loss = loss + (att * att).sum();
   loss.backward();
-  for (const auto& t : {a, b, bias, w, scalar, q, k, v}) keep(t.grad());
+  for (const auto& t : {a, b, bias, w, scalar, proj, q, k, v}) keep(t.grad());
 
   // In-place accumulation with broadcasting, and the optimizer over the gradients.
   xg::Tensor acc = xg::zeros({96, 384});
