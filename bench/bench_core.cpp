@@ -1,7 +1,8 @@
 // xgrad side of the core benchmarks; bench/compare.py runs it next to bench/torch_core.py.
 //   bench_core CASE THREADS  -> prints the median seconds per iteration
 // Cases: op_forward, op_fwd_bwd (per op, a chain of tiny ops), linear_baby, linear_gpt2 (matmul
-// forward + backward at GPT shapes), sgemm_baby, sgemm_gpt2 (the same three GEMMs called on raw BLAS).
+// forward + backward at GPT shapes), sgemm_baby, sgemm_gpt2 (the same three GEMMs called on raw BLAS),
+// attention_1024 (causal attention forward + backward, GPT-2's 12 heads of 64 over 1024 tokens).
 #include <cblas.h>
 #include <xgrad/xgrad.hpp>
 
@@ -66,6 +67,14 @@ int main(int argc, char** argv) {
       x.set_grad({});
       w.set_grad({});
       xg::matmul(x, w.t()).backward(g);
+    });
+  } else if (name == "attention_1024") {
+    xg::Generator gen(0);
+    auto leaf = [&] { return xg::randn({1, 12, 1024, 64}, {xg::float32}, &gen).requires_grad_(true); };
+    xg::Tensor q = leaf(), k = leaf(), v = leaf(), g = xg::randn({1, 12, 1024, 64}, {xg::float32}, &gen);
+    seconds = median_seconds([&] {
+      for (auto* t : {&q, &k, &v}) t->set_grad({});
+      xg::nn::functional::scaled_dot_product_attention(q, k, v, {.causal = true}).backward(g);
     });
   } else if (name.rfind("sgemm_", 0) == 0) {
     auto s = shape_of(name);

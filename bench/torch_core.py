@@ -53,6 +53,20 @@ def main():
             torch.matmul(x, w.t()).backward(g)
 
         seconds = median_seconds(step)
+    elif name == "attention_1024":
+        gen = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(1, 12, 1024, 64, generator=gen, requires_grad=True) for _ in range(3))
+        g = torch.randn(1, 12, 1024, 64, generator=gen)
+
+        mask = torch.tril(torch.ones(1024, 1024, dtype=torch.bool))
+
+        def step():  # nanoGPT's attention without flash (PyTorch 1.13 has no fused one)
+            q.grad = k.grad = v.grad = None
+            att = (q @ k.transpose(-2, -1)) * (1.0 / 8.0)
+            att = torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+            (att @ v).backward(g)
+
+        seconds = median_seconds(step)
     else:
         raise SystemExit(f"torch_core.py: unknown case {name}")
     print(f"{seconds:.9f}")

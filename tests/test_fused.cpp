@@ -82,6 +82,14 @@ const std::vector<FusedCase>& cases() {
       {"attention padding", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.mask = pad()}); },
        [](auto& v) { return attention_formula(v, xg::ones({3, 5}, {xg::float64}), pad()); },
        {{2, 2, 3, 4}, {2, 2, 5, 4}, {2, 2, 5, 3}}},
+      // More keys than one tile of query rows holds (32 rows of 1100 keys): several tiles, each multiplying
+      // only the keys its rows may see.
+      {"attention causal, tiled", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.causal = true}); },
+       [](auto& v) { return attention_formula(v, allowed(1100, 1100, 0)); }, {{1, 1100, 4}, {1, 1100, 4}, {1, 1100, 3}}},
+      {"attention window, tiled, cached", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2], {.window = 40}); },
+       [](auto& v) { return attention_formula(v, allowed(300, 1100, 40)); }, {{2, 300, 4}, {2, 1100, 4}, {2, 1100, 2}}},
+      {"attention dense, tiled", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2]); },
+       [](auto& v) { return attention_formula(v, xg::ones({100, 1100}, {xg::float64})); }, {{1, 100, 3}, {1, 1100, 3}, {1, 1100, 3}}},
       {"linear", [](auto& v) { return F::linear(v[0], v[1], v[2]); },
        [](auto& v) { return xg::matmul(v[0], xg::transpose(v[1], 0, 1)) + v[2]; }, {{2, 3, 4}, {5, 4}, {5}}},
       {"linear no bias", [](auto& v) { return F::linear(v[0], v[1]); },

@@ -89,62 +89,110 @@ struct Dims {
   }
 };
 
-/// p [T, S] = scale q k^T with disallowed pairs at -inf (pad: [T, S] of 0/1 or null).
-template <class T>
-void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const double* pad, const MaskRule& rule,
-                   T scale, const Dims& z, T* p) {
-  gemm(false, true, z.t, z.s, z.d, scale, q, ldq, k, ldk, T(0), p, z.s);
-  for (std::int64_t i = 0; i < z.t; ++i)
-    for (std::int64_t j = 0; j < z.s; ++j)
-      if (!rule.allowed(i, j) || (pad && pad[i * z.s + j] == 0.0)) p[i * z.s + j] = -std::numeric_limits<T>::infinity();
+/// A tile of query rows [i0, i1) and the keys [j0, j1) any of them may see: with a causal or window rule,
+/// keys past the tile's last visible one (and before its first) are never multiplied.
+struct Tile {
+  std::int64_t i0, i1, j0, j1;
+  std::int64_t rows() const { return i1 - i0; }
+  std::int64_t keys() const { return j1 - j0; }
+};
+
+/// Query rows per tile: a tile's [rows, S] score block stays in L2 (~128 KB of float32) while it is
+/// masked, normalised and multiplied, flash-attention style; at least 32 rows keep the GEMMs efficient.
+std::int64_t tile_rows(const Dims& z) { return std::max<std::int64_t>(32, 32768 / std::max<std::int64_t>(z.s, 1)); }
+
+Tile tile_at(const MaskRule& rule, const Dims& z, std::int64_t i0) {
+  Tile t{i0, std::min(z.t, i0 + tile_rows(z)), 0, z.s};
+  if (rule.causal || rule.window > 0) t.j1 = std::clamp<std::int64_t>(t.i1 - 1 + rule.shift + 1, 0, z.s);
+  if (rule.window > 0) t.j0 = std::clamp<std::int64_t>(t.i0 + rule.shift - rule.window + 1, 0, t.j1);
+  return t;
 }
 
-/// One block forward: p [T, S] = softmax(masked scores) per row, lse [T] = each row's log-sum-exp,
-/// out [T, Dv] = p v. A row with nothing to attend to is NaN, as softmax over all -inf is in PyTorch.
+/// p [rows, keys] = scale q k^T over the tile, disallowed pairs at -inf (pad: [T, S] of 0/1 or null).
+template <class T>
+void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const double* pad, const MaskRule& rule,
+                   T scale, const Dims& z, const Tile& tile, T* p) {
+  const std::int64_t nk = tile.keys();
+  gemm(false, true, tile.rows(), nk, z.d, scale, q + tile.i0 * ldq, ldq, k + tile.j0 * ldk, ldk, T(0), p, nk);
+  for (std::int64_t i = tile.i0; i < tile.i1; ++i)
+    for (std::int64_t j = tile.j0; j < tile.j1; ++j)
+      if (!rule.allowed(i, j) || (pad && pad[i * z.s + j] == 0.0))
+        p[(i - tile.i0) * nk + (j - tile.j0)] = -std::numeric_limits<T>::infinity();
+}
+
+/// One (batch, head) block forward, tile by tile: p = softmax(masked scores) per row, lse [T] = each row's
+/// log-sum-exp, out [T, Dv] = p v. p is [tile rows, S] scratch. A row with nothing to attend to is NaN,
+/// as softmax over all -inf is in PyTorch.
 template <class T>
 void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
                        const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out) {
-  masked_scores(q, ldq, k, ldk, pad, rule, scale, z, p);
-  for (std::int64_t i = 0; i < z.t; ++i) {
-    T* row = p + i * z.s;
-    T m = row_max(row, z.s);
-    if (std::isinf(m)) {
-      std::fill_n(row, z.s, std::numeric_limits<T>::quiet_NaN());
-      lse[i] = std::numeric_limits<T>::quiet_NaN();
+  constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
+    const Tile tile = tile_at(rule, z, i0);
+    const std::int64_t nk = tile.keys();
+    if (nk == 0) {  // no key visible from any row of the tile
+      std::fill(lse + tile.i0, lse + tile.i1, nan);
+      std::fill(out + tile.i0 * z.dv, out + tile.i1 * z.dv, nan);
       continue;
     }
-    T sum = exp_shift_sum(row, row, z.s, m);
-    T inv = T(1) / sum;
+    masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
+    for (std::int64_t r = 0; r < tile.rows(); ++r) {
+      T* row = p + r * nk;
+      T m = row_max(row, nk);
+      if (std::isinf(m)) {
+        std::fill_n(row, nk, nan);
+        lse[tile.i0 + r] = nan;
+        continue;
+      }
+      T sum = exp_shift_sum(row, row, nk, m);
+      T inv = T(1) / sum;
 #pragma omp simd
-    for (std::int64_t j = 0; j < z.s; ++j) row[j] *= inv;
-    lse[i] = m + std::log(sum);
+      for (std::int64_t j = 0; j < nk; ++j) row[j] *= inv;
+      lse[tile.i0 + r] = m + std::log(sum);
+    }
+    gemm(false, false, tile.rows(), z.dv, nk, T(1), p, nk, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * z.dv, z.dv);
   }
-  gemm(false, false, z.t, z.dv, z.s, T(1), p, z.s, v, ldv, T(0), out, z.dv);
 }
 
-/// One block backward from g [T, Dv]: recomputes p = exp(scores - lse), then
-/// dv [S, Dv] = p^T g;  ds = p (g v^T - rowsum(g v^T p));  dq [T, D] = scale ds k;  dk [S, D] = scale ds^T q.
-/// p and dp are [T, S] scratch.
+/// One block backward from g [T, Dv], tile by tile: recomputes p = exp(scores - lse), then
+/// dv += p^T g;  ds = p (g v^T - rowsum(g v^T p));  dq = scale ds k;  dk += scale ds^T q over the tile's
+/// keys (dk and dv accumulate across tiles in the GEMM, beta = 1). p and dp are [tile rows, S] scratch.
+/// A row with nothing to attend to made the forward NaN; its gradients are NaN everywhere, as in PyTorch.
 template <class T>
 void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
                         const T* g, std::int64_t ldg, const double* pad, const MaskRule& rule, T scale, const T* lse,
                         const Dims& z, T* p, T* dp, T* dq, T* dk, T* dv) {
-  masked_scores(q, ldq, k, ldk, pad, rule, scale, z, p);
-  for (std::int64_t i = 0; i < z.t; ++i) {
-    T* row = p + i * z.s;
-    for (std::int64_t j = 0; j < z.s; ++j) row[j] -= lse[i];
-    exp_shift_sum(row, row, z.s, T(0));  // masked entries (-inf) become 0
+  if (std::any_of(lse, lse + z.t, [](T x) { return std::isnan(x); })) {
+    constexpr T nan = std::numeric_limits<T>::quiet_NaN();
+    std::fill_n(dq, z.t * z.d, nan);
+    std::fill_n(dk, z.s * z.d, nan);
+    std::fill_n(dv, z.s * z.dv, nan);
+    return;
   }
-  gemm(true, false, z.s, z.dv, z.t, T(1), p, z.s, g, ldg, T(0), dv, z.dv);
-  gemm(false, true, z.t, z.s, z.dv, T(1), g, ldg, v, ldv, T(0), dp, z.s);
-  for (std::int64_t i = 0; i < z.t; ++i) {
-    const T* pr = p + i * z.s;
-    T* dr = dp + i * z.s;
-    T dot = row_dot(dr, pr, z.s);
-    for (std::int64_t j = 0; j < z.s; ++j) dr[j] = pr[j] * (dr[j] - dot);
+  std::fill_n(dk, z.s * z.d, T(0));
+  std::fill_n(dv, z.s * z.dv, T(0));
+  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
+    const Tile tile = tile_at(rule, z, i0);
+    const std::int64_t nk = tile.keys(), nr = tile.rows();
+    masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
+    for (std::int64_t r = 0; r < nr; ++r) {
+      T* row = p + r * nk;
+      const T shift = lse[tile.i0 + r];
+      for (std::int64_t j = 0; j < nk; ++j) row[j] -= shift;
+      exp_shift_sum(row, row, nk, T(0));  // masked entries (-inf) become 0
+    }
+    const T* gt = g + tile.i0 * ldg;
+    gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * z.dv, z.dv);
+    gemm(false, true, nr, nk, z.dv, T(1), gt, ldg, v + tile.j0 * ldv, ldv, T(0), dp, nk);
+    for (std::int64_t r = 0; r < nr; ++r) {
+      const T* pr = p + r * nk;
+      T* dr = dp + r * nk;
+      T dot = row_dot(dr, pr, nk);
+      for (std::int64_t j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - dot);
+    }
+    gemm(false, false, nr, z.d, nk, scale, dp, nk, k + tile.j0 * ldk, ldk, T(0), dq + tile.i0 * z.d, z.d);
+    gemm(true, false, nk, z.d, nr, scale, dp, nk, q + tile.i0 * ldq, ldq, T(1), dk + tile.j0 * z.d, z.d);
   }
-  gemm(false, false, z.t, z.d, z.s, scale, dp, z.s, k, ldk, T(0), dq, z.d);
-  gemm(true, false, z.s, z.d, z.t, scale, dp, z.s, q, ldq, T(0), dk, z.d);
 }
 
 struct AttentionRule {
@@ -163,7 +211,7 @@ struct AttentionRule {
     const Operand qo = operand(qv), ko = operand(kv), vo = operand(vv), go = operand(g);
     dispatch_float(qv.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
       parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-        std::vector<T> p(static_cast<std::size_t>(z.t * z.s)), dp(p.size());
+        std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s)), dp(p.size());
         for (std::int64_t i = b0; i < b1; ++i)
           attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
                                 pv.defined() ? ptr<double>(pv) + i * z.t * z.s : nullptr, rule, T(scale),
@@ -232,7 +280,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
   dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
     parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(z.t * z.s));
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s));
       for (std::int64_t b = b0; b < b1; ++b)
         attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
                              pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
