@@ -51,6 +51,20 @@ Tensor allowed(std::int64_t t, std::int64_t s, std::int64_t window) {
   return xg::tensor(a, {t, s}, {xg::float64});
 }
 
+/// qkv [B, T, 3C]: q, k, v side by side, `h` heads each; attention per head, heads merged back to [B, T, C].
+Tensor packed_formula(const Tensor& qkv, std::int64_t h, const Tensor& allowed_ts, const Tensor& pad = {}) {
+  const std::int64_t b = qkv.size(0), t = qkv.size(1), c = qkv.size(2) / 3;
+  auto part = [&](std::int64_t i) {
+    return xg::transpose(xg::reshape(xg::narrow(qkv, 2, i * c, c), {b, t, h, c / h}), 1, 2);
+  };
+  Tensor y = attention_formula({part(0), part(1), part(2)}, allowed_ts, pad);
+  return xg::reshape(xg::transpose(y, 1, 2), {b, t, c});
+}
+const Tensor& pad5() {  // [2, 1, 1, 5]: the second sequence's last key is padding
+  static Tensor t = xg::tensor({1, 1, 1, 1, 1, 1, 1, 1, 1, 0}, {2, 1, 1, 5}, {xg::float64});
+  return t;
+}
+
 const Tensor& targets() {
   static Tensor t = xg::index_tensor({3, 0, -100, 6, 3});
   return t;
@@ -90,6 +104,10 @@ const std::vector<FusedCase>& cases() {
        [](auto& v) { return attention_formula(v, allowed(300, 1100, 40)); }, {{2, 300, 4}, {2, 1100, 4}, {2, 1100, 2}}},
       {"attention dense, tiled", [](auto& v) { return F::scaled_dot_product_attention(v[0], v[1], v[2]); },
        [](auto& v) { return attention_formula(v, xg::ones({100, 1100}, {xg::float64})); }, {{1, 100, 3}, {1, 1100, 3}, {1, 1100, 3}}},
+      {"packed self-attention, causal", [](auto& v) { return F::packed_self_attention(v[0], 2, {.causal = true}); },
+       [](auto& v) { return packed_formula(v[0], 2, allowed(5, 5, 0)); }, {{2, 5, 12}}},
+      {"packed self-attention, window and padding", [](auto& v) { return F::packed_self_attention(v[0], 3, {.window = 2, .mask = pad5()}); },
+       [](auto& v) { return packed_formula(v[0], 3, allowed(5, 5, 2), pad5()); }, {{2, 5, 9}}},
       {"linear", [](auto& v) { return F::linear(v[0], v[1], v[2]); },
        [](auto& v) { return xg::matmul(v[0], xg::transpose(v[1], 0, 1)) + v[2]; }, {{2, 3, 4}, {5, 4}, {5}}},
       {"linear no bias", [](auto& v) { return F::linear(v[0], v[1]); },

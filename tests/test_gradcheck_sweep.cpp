@@ -170,6 +170,7 @@ const std::vector<OpCase>& cases() {
       {"embedding", [](auto& v) { return F::embedding(ids(), v[0]); }, {{5, 3}}},
       {"dropout (fixed seed)", [](auto& v) { xg::Generator g(4); return F::dropout(v[0], 0.4, true, &g); }, {{4, 5}}},
       {"attention", [](auto& v) { return sdpa(v, {}); }, {{2, 3, 4}, {2, 5, 4}, {2, 5, 3}}},
+      {"packed self-attention causal", [](auto& v) { return F::packed_self_attention(v[0], 2, {.causal = true}); }, {{2, 3, 12}}},
       {"attention causal", [](auto& v) { return sdpa(v, {.causal = true}); }, {{2, 2, 4, 3}, {2, 2, 4, 3}, {2, 2, 4, 3}}},
       {"attention window 2", [](auto& v) { return sdpa(v, {.window = 2}); }, {{1, 5, 3}, {1, 5, 3}, {1, 5, 2}}},
       {"attention padding mask", [](auto& v) { return sdpa(v, {.mask = pad_mask()}); }, {{2, 2, 3, 4}, {2, 2, 4, 4}, {2, 2, 4, 4}}},

@@ -47,8 +47,12 @@ std::vector<std::vector<float>> pooled_results(int threads) {
   xg::Tensor att = F::scaled_dot_product_attention(q, k, v, {.causal = true});
   keep(att);
   loss = loss + (att * att).sum();
+  xg::Tensor packed = leaf({4, 64, 96});  // 4 sequences x 4 heads of 8
+  xg::Tensor pat = F::packed_self_attention(packed, 4, {.causal = true});
+  keep(pat);
+  loss = loss + (pat * pat).sum();
   loss.backward();
-  for (const auto& t : {a, b, bias, w, scalar, proj, q, k, v}) keep(t.grad());
+  for (const auto& t : {a, b, bias, w, scalar, proj, q, k, v, packed}) keep(t.grad());
 
   // In-place accumulation with broadcasting, and the optimizer over the gradients.
   xg::Tensor acc = xg::zeros({96, 384});

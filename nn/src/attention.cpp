@@ -3,6 +3,7 @@
 // backward, which recomputes the block. The composite version (Tensor ops) is the reference, the path
 // for attention dropout, and the path for higher-order gradients.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -49,6 +50,11 @@ struct Operand {
   template <class T>
   const T* at(std::int64_t b) const {
     return static_cast<const T*>(t.impl()->storage->data) + offsets[static_cast<std::size_t>(b)];
+  }
+  /// For an output the kernel writes: the block's first element, writable.
+  template <class T>
+  T* out(std::int64_t b) const {
+    return static_cast<T*>(t.impl()->storage->data) + offsets[static_cast<std::size_t>(b)];
   }
 };
 
@@ -125,14 +131,15 @@ void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, c
 /// as softmax over all -inf is in PyTorch.
 template <class T>
 void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
-                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out) {
+                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out,
+                       std::int64_t ldo) {
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys();
     if (nk == 0) {  // no key visible from any row of the tile
       std::fill(lse + tile.i0, lse + tile.i1, nan);
-      std::fill(out + tile.i0 * z.dv, out + tile.i1 * z.dv, nan);
+      for (std::int64_t i = tile.i0; i < tile.i1; ++i) std::fill_n(out + i * ldo, z.dv, nan);
       continue;
     }
     masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
@@ -150,7 +157,7 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
       for (std::int64_t j = 0; j < nk; ++j) row[j] *= inv;
       lse[tile.i0 + r] = m + std::log(sum);
     }
-    gemm(false, false, tile.rows(), z.dv, nk, T(1), p, nk, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * z.dv, z.dv);
+    gemm(false, false, tile.rows(), z.dv, nk, T(1), p, nk, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * ldo, ldo);
   }
 }
 
@@ -161,16 +168,20 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
 template <class T>
 void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
                         const T* g, std::int64_t ldg, const double* pad, const MaskRule& rule, T scale, const T* lse,
-                        const Dims& z, T* p, T* dp, T* dq, T* dk, T* dv) {
+                        const Dims& z, T* p, T* dp, T* dq, std::int64_t lddq, T* dk, std::int64_t lddk, T* dv,
+                        std::int64_t lddv) {
+  auto fill_rows = [](T* m, std::int64_t rows, std::int64_t cols, std::int64_t ld, T value) {
+    for (std::int64_t r = 0; r < rows; ++r) std::fill_n(m + r * ld, cols, value);
+  };
   if (std::any_of(lse, lse + z.t, [](T x) { return std::isnan(x); })) {
     constexpr T nan = std::numeric_limits<T>::quiet_NaN();
-    std::fill_n(dq, z.t * z.d, nan);
-    std::fill_n(dk, z.s * z.d, nan);
-    std::fill_n(dv, z.s * z.dv, nan);
+    fill_rows(dq, z.t, z.d, lddq, nan);
+    fill_rows(dk, z.s, z.d, lddk, nan);
+    fill_rows(dv, z.s, z.dv, lddv, nan);
     return;
   }
-  std::fill_n(dk, z.s * z.d, T(0));
-  std::fill_n(dv, z.s * z.dv, T(0));
+  fill_rows(dk, z.s, z.d, lddk, T(0));
+  fill_rows(dv, z.s, z.dv, lddv, T(0));
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys(), nr = tile.rows();
@@ -182,7 +193,7 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
       exp_shift_sum(row, row, nk, T(0));  // masked entries (-inf) become 0
     }
     const T* gt = g + tile.i0 * ldg;
-    gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * z.dv, z.dv);
+    gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * lddv, lddv);
     gemm(false, true, nr, nk, z.dv, T(1), gt, ldg, v + tile.j0 * ldv, ldv, T(0), dp, nk);
     for (std::int64_t r = 0; r < nr; ++r) {
       const T* pr = p + r * nk;
@@ -190,9 +201,49 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
       T dot = row_dot(dr, pr, nk);
       for (std::int64_t j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - dot);
     }
-    gemm(false, false, nr, z.d, nk, scale, dp, nk, k + tile.j0 * ldk, ldk, T(0), dq + tile.i0 * z.d, z.d);
-    gemm(true, false, nk, z.d, nr, scale, dp, nk, q + tile.i0 * ldq, ldq, T(1), dk + tile.j0 * z.d, z.d);
+    gemm(false, false, nr, z.d, nk, scale, dp, nk, k + tile.j0 * ldk, ldk, T(0), dq + tile.i0 * lddq, lddq);
+    gemm(true, false, nk, z.d, nr, scale, dp, nk, q + tile.i0 * ldq, ldq, T(1), dk + tile.j0 * lddk, lddk);
   }
+}
+
+/// Forward over every (batch, head) block, spread over the thread pool; out is written through its operand.
+void run_forward(const Operand& qo, const Operand& ko, const Operand& vo, const Tensor& pad, const MaskRule& rule,
+                 double scale, const Dims& z, const Operand& oo, const Tensor& lse) {
+  const auto nb = static_cast<std::int64_t>(qo.offsets.size());
+  dispatch_float(qo.t.dtype(), "scaled_dot_product_attention", [&]<class T>() {
+    parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s));
+      for (std::int64_t b = b0; b < b1; ++b)
+        attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
+                             pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
+                             ptr<T>(lse) + b * z.t, oo.out<T>(b), oo.ld);
+    });
+  });
+}
+
+/// Backward over every block; dq, dk, dv are written through their operands.
+void run_backward(const Operand& qo, const Operand& ko, const Operand& vo, const Operand& go, const Tensor& pad,
+                  const MaskRule& rule, double scale, const Tensor& lse, const Dims& z, const Operand& dqo,
+                  const Operand& dko, const Operand& dvo) {
+  dispatch_float(qo.t.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
+    parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s)), dp(p.size());
+      for (std::int64_t i = b0; i < b1; ++i)
+        attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
+                              pad.defined() ? ptr<double>(pad) + i * z.t * z.s : nullptr, rule, T(scale),
+                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), dqo.out<T>(i), dqo.ld, dko.out<T>(i),
+                              dko.ld, dvo.out<T>(i), dvo.ld);
+    });
+  });
+}
+
+/// dq, dk, dv in Tensor ops (the create_graph path): softmax backward per row, then the three products.
+std::array<Tensor, 3> composite_grads(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& g,
+                                      const MaskRule& rule, const Tensor& mask, double scale) {
+  Tensor p = attention_probs(q, k, rule, mask, scale);
+  Tensor dp = matmul(g, transpose(v, -1, -2));
+  Tensor ds = p * (dp - sum(dp * p, {-1}, true));
+  return {matmul(ds, k) * scale, matmul(transpose(ds, -1, -2), q) * scale, matmul(transpose(p, -1, -2), g)};
 }
 
 struct AttentionRule {
@@ -205,29 +256,66 @@ struct AttentionRule {
 
   Grads fused(const Tensor& g) const {
     autocast precision(bf16);
-    const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get(), &pv = pad.get();
-    const Dims z = Dims::of(qv, kv, vv);
+    const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get();
     Tensor dq = empty(qv.shape(), {qv.dtype()}), dk = empty(kv.shape(), {qv.dtype()}), dv = empty(vv.shape(), {qv.dtype()});
-    const Operand qo = operand(qv), ko = operand(kv), vo = operand(vv), go = operand(g);
-    dispatch_float(qv.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
-      parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-        std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s)), dp(p.size());
-        for (std::int64_t i = b0; i < b1; ++i)
-          attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
-                                pv.defined() ? ptr<double>(pv) + i * z.t * z.s : nullptr, rule, T(scale),
-                                ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), ptr<T>(dq) + i * z.t * z.d,
-                                ptr<T>(dk) + i * z.s * z.d, ptr<T>(dv) + i * z.s * z.dv);
-      });
-    });
+    run_backward(operand(qv), operand(kv), operand(vv), operand(g), pad.get(), rule, scale, lse, Dims::of(qv, kv, vv),
+                 operand(dq), operand(dk), operand(dv));
     return {dq, dk, dv};
   }
   Grads composite(const Tensor& g) const {
     autocast precision(bf16);
-    const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get();
-    Tensor p = attention_probs(qv, kv, rule, mask, scale);
-    Tensor dp = matmul(g, transpose(vv, -1, -2));
-    Tensor ds = p * (dp - sum(dp * p, {-1}, true));  // softmax backward, per row
-    return {matmul(ds, kv) * scale, matmul(transpose(ds, -1, -2), qv) * scale, matmul(transpose(p, -1, -2), g)};
+    auto [dq, dk, dv] = composite_grads(q.get(), k.get(), v.get(), g, rule, mask, scale);
+    return {dq, dk, dv};
+  }
+};
+
+/// Columns [first, first + H D) of a contiguous [B, T, W] tensor seen as H heads [B, H, T, D]: a view,
+/// no copy, no graph (rows of a head are W apart).
+Tensor head_view(const Tensor& x, std::int64_t heads, std::int64_t d, std::int64_t first) {
+  const std::int64_t b = x.shape()[0], t = x.shape()[1], w = x.shape()[2];
+  return make_view(x, {b, heads, t, d}, {t * w, d, w, 1}, x.offset() + first);
+}
+
+/// The packed projection's q, k and v as heads [B, H, T, D], in differentiable ops (the composite path).
+std::array<Tensor, 3> split_heads(const Tensor& qkv, std::int64_t heads) {
+  const std::int64_t b = qkv.shape()[0], t = qkv.shape()[1], c = qkv.shape()[2] / 3;
+  auto parts = split(qkv, c, 2);
+  auto h = [&](const Tensor& z) { return transpose(reshape(z, {b, t, heads, c / heads}), 1, 2); };
+  return {h(parts[0]), h(parts[1]), h(parts[2])};
+}
+/// [B, H, T, D] -> [B, T, H D].
+Tensor merge_heads(const Tensor& y) {
+  return reshape(transpose(y, 1, 2), {y.shape()[0], y.shape()[2], y.shape()[1] * y.shape()[3]});
+}
+
+struct PackedAttentionRule {
+  Saved qkv, pad;
+  Tensor mask, lse;
+  MaskRule rule;
+  double scale;
+  std::int64_t heads;
+  bool bf16;
+
+  Grads fused(const Tensor& g) const {
+    autocast precision(bf16);
+    const Tensor& x = qkv.get();
+    const std::int64_t c = x.shape()[2] / 3, d = c / heads;
+    Tensor xc = contiguous_data(x), gc = contiguous_data(g);
+    Tensor dx = empty(x.shape(), {x.dtype()});
+    const Dims z{x.shape()[1], x.shape()[1], d, d};
+    run_backward(operand(head_view(xc, heads, d, 0)), operand(head_view(xc, heads, d, c)),
+                 operand(head_view(xc, heads, d, 2 * c)), operand(head_view(gc, heads, d, 0)), pad.get(), rule, scale,
+                 lse, z, operand(head_view(dx, heads, d, 0)), operand(head_view(dx, heads, d, c)),
+                 operand(head_view(dx, heads, d, 2 * c)));
+    return {dx};
+  }
+  Grads composite(const Tensor& g) const {
+    autocast precision(bf16);
+    auto [q, k, v] = split_heads(qkv.get(), heads);
+    const std::int64_t b = g.shape()[0], t = g.shape()[1], c = g.shape()[2];
+    Tensor gh = transpose(reshape(g, {b, t, heads, c / heads}), 1, 2);
+    auto [dq, dk, dv] = composite_grads(q, k, v, gh, rule, mask, scale);
+    return {cat({merge_heads(dq), merge_heads(dk), merge_heads(dv)}, 2)};
   }
 };
 
@@ -273,23 +361,39 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Shape oshape(full.begin(), full.end() - 1);
   oshape.push_back(z.dv);
   Tensor out = empty(oshape, {q.dtype()});
-  const Operand qo = operand(q), ko = operand(k), vo = operand(v);
-  const auto nb = static_cast<std::int64_t>(qo.offsets.size());
-  Tensor lse = empty({nb, z.t}, {q.dtype()});
+  const Operand qo = operand(q);
+  Tensor lse = empty({static_cast<std::int64_t>(qo.offsets.size()), z.t}, {q.dtype()});
   // The padding mask read through broadcast strides, as doubles, per batch element.
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
-  dispatch_float(q.dtype(), "scaled_dot_product_attention", [&]<class T>() {
-    parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s));
-      for (std::int64_t b = b0; b < b1; ++b)
-        attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
-                             pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
-                             ptr<T>(lse) + b * z.t, ptr<T>(out) + b * z.t * z.dv);
-    });
-  });
+  run_forward(qo, operand(k), operand(v), pad, rule, scale, z, operand(out), lse);
   return autograd::record_fused("scaled_dot_product_attention", {q, k, v}, out,
                                 AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale,
                                               is_autocast_enabled()});
+}
+
+Tensor packed_self_attention(const Tensor& qkv, std::int64_t heads, const AttentionOptions& o) {
+  XG_CHECK(qkv.dim() == 3 && qkv.shape()[2] % 3 == 0,
+           "packed_self_attention: qkv must be [B, T, 3 C] (q, k and v side by side), got {}", shape_str(qkv.shape()));
+  const std::int64_t c = qkv.shape()[2] / 3;
+  XG_CHECK(heads > 0 && c % heads == 0, "packed_self_attention: {} heads do not divide the width {}", heads, c);
+  auto [q, k, v] = split_heads(qkv.detach(), heads);  // views, for the checks and the mask's shape
+  const Shape full = check_attention(q, k, v, o);
+  const Dims z = Dims::of(q, k, v);
+  if (o.dropout_p > 0.0 || z.t == 0 || z.d == 0 || qkv.shape()[0] == 0) {
+    auto [qh, kh, vh] = split_heads(qkv, heads);
+    return merge_heads(scaled_dot_product_attention(qh, kh, vh, o));
+  }
+  const double scale = o.scale > 0.0 ? o.scale : 1.0 / std::sqrt(static_cast<double>(z.d));
+  const MaskRule rule{o.causal, o.window, 0};
+  Tensor x = contiguous_data(qkv);
+  Tensor y = empty({qkv.shape()[0], z.t, c}, {qkv.dtype()});
+  Tensor lse = empty({qkv.shape()[0] * heads, z.t}, {qkv.dtype()});
+  Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
+  run_forward(operand(head_view(x, heads, z.d, 0)), operand(head_view(x, heads, z.d, c)),
+              operand(head_view(x, heads, z.d, 2 * c)), pad, rule, scale, z, operand(head_view(y, heads, z.d, 0)), lse);
+  return autograd::record_fused("packed_self_attention", {qkv}, y,
+                                PackedAttentionRule{Saved(qkv), Saved(pad), o.mask, lse, rule, scale, heads,
+                                                    is_autocast_enabled()});
 }
 
 }  // namespace xg::nn::functional

@@ -87,14 +87,19 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask, 
   if (x.dim() != 3 || x.shape()[2] != c)
     fail("MultiHeadAttention: expected input [B, T, {}], got {}", c, shape_str(x.shape()));
   const std::int64_t b = x.shape()[0], t = x.shape()[1];
-  auto qkv = split(c_attn->forward(x), c, 2);  // 3 x [B, T, C]
-  auto heads = [&](const Tensor& z) { return transpose(reshape(z, {b, t, h, c / h}), 1, 2); };  // [B, H, T, D]
   functional::AttentionOptions ao;
   ao.causal = options_.causal_;
   ao.window = options_.window_;
   ao.mask = padding_mask;
   ao.dropout_p = is_training() ? options_.dropout_ : 0.0;
   ao.generator = gen_;
+  Tensor proj = c_attn->forward(x);  // [B, T, 3C]
+  if (!cache) {
+    Tensor y = functional::packed_self_attention(proj, h, ao);
+    return functional::dropout(c_proj->forward(y), options_.dropout_, is_training(), gen_);
+  }
+  auto qkv = split(proj, c, 2);  // 3 x [B, T, C]
+  auto heads = [&](const Tensor& z) { return transpose(reshape(z, {b, t, h, c / h}), 1, 2); };  // [B, H, T, D]
   Tensor k = heads(qkv[1]), v = heads(qkv[2]);
   if (cache) {
     if (cache->k.defined()) {

@@ -55,5 +55,10 @@ struct AttentionOptions {
 /// it is one fused kernel that keeps a single T x S score block per head in memory at a time (the
 /// backward pass recomputes the block from the saved row log-sum-exps).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options = {});
+/// Self-attention over a packed projection: qkv [B, T, 3 C] holds q, k and v side by side (the output of
+/// nanoGPT's c_attn), each split into `heads` heads of C / heads. Returns [B, T, C] with the heads merged:
+/// the values of splitting, scaled_dot_product_attention and merging, but the kernel reads q, k, v and
+/// writes the output and the one [B, T, 3 C] gradient in their packed layouts, with no per-head copies.
+Tensor packed_self_attention(const Tensor& qkv, std::int64_t heads, const AttentionOptions& options = {});
 
 }  // namespace xg::nn::functional
