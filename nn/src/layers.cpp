@@ -100,15 +100,14 @@ Tensor MultiHeadAttention::forward(const Tensor& x, const Tensor& padding_mask, 
   }
   auto qkv = split(proj, c, 2);  // 3 x [B, T, C]
   auto heads = [&](const Tensor& z) { return transpose(reshape(z, {b, t, h, c / h}), 1, 2); };  // [B, H, T, D]
+  // With a cache: the new keys and values are appended to the cached ones, which the queries see too.
   Tensor k = heads(qkv[1]), v = heads(qkv[2]);
-  if (cache) {
-    if (cache->k.defined()) {
-      k = cat({cache->k, k}, 2);
-      v = cat({cache->v, v}, 2);
-    }
-    cache->k = k;
-    cache->v = v;
+  if (cache->k.defined()) {
+    k = cat({cache->k, k}, 2);
+    v = cat({cache->v, v}, 2);
   }
+  cache->k = k;
+  cache->v = v;
   Tensor y = functional::scaled_dot_product_attention(heads(qkv[0]), k, v, ao);
   y = reshape(transpose(y, 1, 2), {b, t, c});  // merge heads
   return functional::dropout(c_proj->forward(y), options_.dropout_, is_training(), gen_);
