@@ -246,3 +246,67 @@ TEST_CASE("anomaly detection follows a value through a model to the layer it cam
   Tensor x = xg::ones({2, 3}) * 1e10;
   test::require_error([&] { m.forward(x); }, {"anomaly:", "2.weight"});
 }
+
+namespace {
+/// One micro-batch's gradients of a linear layer, computed alone (fresh leaves, no accumulation).
+std::pair<std::vector<double>, std::vector<double>> linear_grads(const Tensor& x, const Tensor& w, const Tensor& b) {
+  Tensor w1 = w.detach().clone().requires_grad_(true), b1 = b.detach().clone().requires_grad_(true);
+  xg::sum(xg::nn::functional::linear(x, w1, b1) * x.sum()).backward();
+  return {test::values(w1.grad()), test::values(b1.grad())};
+}
+}  // namespace
+
+TEST_CASE("weight gradients of later micro-batches are added into the .grad buffer by the GEMM", "[engine]") {
+  namespace F = xg::nn::functional;
+  Tensor w = test::uniform({5, 4}, -1, 1, 1), b = test::uniform({5}, -1, 1, 2);
+  Tensor x1 = test::uniform({3, 4}, -1, 1, 3, false), x2 = test::uniform({2, 3, 4}, -1, 1, 4, false);
+  auto [w1, b1] = linear_grads(x1, w, b);
+  auto [w2, b2] = linear_grads(x2, w, b);
+  auto expect_sum = [](const std::vector<double>& got, const std::vector<double>& u, const std::vector<double>& v) {
+    REQUIRE(got.size() == u.size());
+    for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(u[i] + v[i]).epsilon(1e-12));
+  };
+  auto micro_batch = [&](const Tensor& x) { xg::sum(F::linear(x, w, b) * x.sum()).backward(); };
+
+  SECTION("in place: the buffer stays and holds the sum") {
+    micro_batch(x1);
+    const void* wbuf = w.grad().data_ptr<double>();
+    const void* bbuf = b.grad().data_ptr<double>();
+    micro_batch(x2);
+    CHECK(w.grad().data_ptr<double>() == wbuf);
+    CHECK(b.grad().data_ptr<double>() == bbuf);
+    expect_sum(test::values(w.grad()), w1, w2);
+    expect_sum(test::values(b.grad()), b1, b2);
+  }
+  SECTION("a gradient that is a view into a larger buffer is added in place, the rest left alone") {
+    Tensor flat = xg::full({30}, 7.0, {xg::float64});
+    w.set_grad(xg::reshape(xg::narrow(flat, 0, 5, 20), {5, 4}));
+    micro_batch(x2);
+    std::vector<double> sevens(20, 7.0), all = test::values(flat);
+    expect_sum(std::vector<double>(all.begin() + 5, all.begin() + 25), sevens, w2);
+    for (int i : {0, 4, 25, 29}) CHECK(all[static_cast<std::size_t>(i)] == 7.0);
+  }
+  SECTION("a weight used twice in one backward gets every contribution") {
+    micro_batch(x1);
+    xg::sum(F::linear(x2, w, b) * x2.sum() + F::linear(x2, w, b) * x2.sum()).backward();
+    std::vector<double> twice(w2.size());
+    for (std::size_t i = 0; i < w2.size(); ++i) twice[i] = 2 * w2[i];
+    expect_sum(test::values(w.grad()), w1, twice);
+  }
+  SECTION("hooks see the finished sum once") {
+    micro_batch(x1);
+    std::vector<std::vector<double>> seen;
+    auto id = xg::autograd::register_post_accumulate_grad_hook(w, [&](const Tensor& p) { seen.push_back(test::values(p.grad())); });
+    micro_batch(x2);
+    xg::autograd::remove_post_accumulate_grad_hook(w, id);
+    REQUIRE(seen.size() == 1);
+    expect_sum(seen[0], w1, w2);
+  }
+  SECTION("create_graph accumulates out of place, and the sum is differentiable") {
+    micro_batch(x1);
+    const void* wbuf = w.grad().data_ptr<double>();
+    xg::sum(F::linear(x2, w, b) * x2.sum()).backward({}, false, true);
+    CHECK(w.grad().data_ptr<double>() != wbuf);
+    expect_sum(test::values(w.grad()), w1, w2);
+  }
+}

@@ -13,10 +13,12 @@
 
 namespace xg::autograd {
 using namespace xg::kernel;
+struct Engine;
 
 namespace {
 thread_local bool grad_enabled = true;
 thread_local const Node* running_node = nullptr;  // names the op in errors raised inside a backward rule
+thread_local Engine* running_engine = nullptr;     // the engine running that rule (accumulate_into_grad)
 
 // Nodes are freed through an explicit work list so that tearing down a chain of 100,000 ops does not
 // recurse 100,000 destructors deep. Both thread-locals are trivially destructible on purpose: a graph
@@ -329,14 +331,20 @@ struct Engine {
              "freed after the first backward. Hint: pass retain_graph=true to the first backward",
              op, n->name_);
     std::vector<Tensor> in_grads;
-    running_node = n;
-    try {
+    {
+      // Restored on the way out, also when a rule runs a backward of its own (checkpointing).
+      struct Running {
+        const Node* node = running_node;
+        Engine* engine = running_engine;
+        ~Running() {
+          running_node = node;
+          running_engine = engine;
+        }
+      } restore;
+      running_node = n;
+      running_engine = this;
       in_grads = n->fn_(g);
-    } catch (...) {
-      running_node = nullptr;
-      throw;
     }
-    running_node = nullptr;
     XG_CHECK(in_grads.size() == n->inputs_.size(), "{}: the backward rule returned {} gradients for {} inputs",
              n->name_, in_grads.size(), n->inputs_.size());
     for (std::size_t i = 0; i < in_grads.size(); ++i) {
@@ -375,6 +383,24 @@ struct Engine {
     }
   }
 
+  friend bool accumulate_into_grad(std::size_t, const std::function<void(const Tensor&)>&);
+  /// accumulate_into_grad for input `input` of the node whose rule is running.
+  bool add_into_leaf_grad(const Node& n, std::size_t input, const std::function<void(const Tensor&)>& add) {
+    if (opt.inputs || opt.create_graph || is_anomaly_enabled() || input >= n.inputs_.size()) return false;
+    const Edge& e = n.inputs_[input];
+    if (!e.node || !e.node->leaf_) return false;
+    auto it = tasks.find(e.node.get());
+    if (it == tasks.end() || it->second.grad.defined()) return false;  // another rule already added to it
+    TensorImpl& leaf = *e.node->leaf_;
+    std::lock_guard lock(leaf_mutex(&leaf));
+    // Hooks must see the finished sum. The buffer is changed in place as accumulate_leaf's add_ would.
+    if ((leaf.hooks && !leaf.hooks->hooks.empty()) || !leaf.grad) return false;
+    Tensor grad(leaf.grad);
+    if (!grad.is_contiguous() || grad.shape() != e.shape || grad.dtype() != e.dtype) return false;
+    add(grad);
+    return true;
+  }
+
   static void run_hooks(const std::shared_ptr<TensorImpl>& leaf) {
     std::shared_ptr<LeafHooks> hooks;
     {
@@ -402,6 +428,10 @@ struct Engine {
     }
   }
 };
+
+bool accumulate_into_grad(std::size_t input, const std::function<void(const Tensor& grad)>& add) {
+  return running_engine && running_node && running_engine->add_into_leaf_grad(*running_node, input, add);
+}
 
 void backward(const std::vector<Tensor>& outputs, const std::vector<Tensor>& grad_outputs, bool retain_graph,
               bool create_graph) {

@@ -25,12 +25,12 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, std::int64_t rows,
   gemm(false, true, rows, out, in, T(1), x, in, w, in, b ? T(1) : T(0), y, out);
 }
 
-/// db [out] = the column sums of g [rows, out]: threads own column ranges and add the rows in order, so
-/// the sum is the same on any thread count.
+/// db [out] = (or, accumulating, +=) the column sums of g [rows, out]: threads own column ranges and add
+/// the rows in order, so the sum is the same on any thread count.
 template <class T>
-void column_sums(const T* g, T* db, std::int64_t rows, std::int64_t out) {
+void column_sums(const T* g, T* db, std::int64_t rows, std::int64_t out, bool accumulate) {
   parallel_for(out, 64, [&](std::int64_t c0, std::int64_t c1) {
-    std::fill(db + c0, db + c1, T(0));
+    if (!accumulate) std::fill(db + c0, db + c1, T(0));
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* gr = g + r * out;
 #pragma omp simd
@@ -55,13 +55,20 @@ struct LinearRule {
         dx = empty(xv.shape(), {xv.dtype()});
         gemm(false, false, rows, in, out, T(1), ptr<T>(gc), out, ptr<T>(wc), in, T(0), ptr<T>(dx), in);
       }
-      if (gw) {  // dW = g^T x, summed over every row
+      // dW = g^T x summed over every row, and db = the column sums of g: added by the GEMM (beta = 1) or
+      // the sums straight into .grad when the weights already hold gradients of earlier micro-batches.
+      auto weight_grad = [&](const Tensor& into, T beta) {
+        gemm(true, false, out, in, rows, T(1), ptr<T>(gc), out, ptr<T>(xc), in, beta, write_ptr<T>(into), in);
+      };
+      if (gw && !autograd::accumulate_into_grad(1, [&](const Tensor& buf) { weight_grad(buf, T(1)); })) {
         dw = empty(wv.shape(), {wv.dtype()});
-        gemm(true, false, out, in, rows, T(1), ptr<T>(gc), out, ptr<T>(xc), in, T(0), ptr<T>(dw), in);
+        weight_grad(dw, T(0));
       }
-      if (gb) {
+      if (gb && !autograd::accumulate_into_grad(2, [&](const Tensor& buf) {
+            column_sums(ptr<T>(gc), write_ptr<T>(buf), rows, out, true);
+          })) {
         db = empty({out}, {wv.dtype()});
-        column_sums(ptr<T>(gc), ptr<T>(db), rows, out);
+        column_sums(ptr<T>(gc), ptr<T>(db), rows, out, false);
       }
       return Grads{dx, dw, db};
     });

@@ -199,6 +199,15 @@ struct LeafHooks {
 std::uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, PostAccumulateGradHook hook);
 void remove_post_accumulate_grad_hook(const Tensor& leaf, std::uint64_t id);
 
+/// For a backward rule that can add its gradient for input `input` straight into an existing buffer (a
+/// GEMM with beta = 1, saving the separate read-add-write pass when gradients accumulate over
+/// micro-batches): when that input is a leaf whose .grad this backward would only add to in place (a
+/// contiguous buffer is there, no other gradient for it has arrived in this backward, it has no hooks, and
+/// this is backward() without create_graph or anomaly mode), calls add(grad) with the leaf locked and
+/// returns true; the rule then returns an undefined gradient for that input. Otherwise returns false and
+/// the rule returns its gradient as usual.
+bool accumulate_into_grad(std::size_t input, const std::function<void(const Tensor& grad)>& add);
+
 /// Queues `fn` to run on this thread when the outermost backward now running has finished (like
 /// torch's Variable._execution_engine.queue_callback). Only valid inside a backward, e.g. from a hook;
 /// callbacks of a backward that fails are dropped.
