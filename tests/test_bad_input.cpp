@@ -201,6 +201,12 @@ const std::vector<BadCase>& cases() {
       {"attention, dropout 1", [] { F::scaled_dot_product_attention(f64({4, 3}), f64({5, 3}), f64({5, 2}), {.dropout_p = 1.0}); }, {"dropout_p"}},
       {"attention, NaN scale", [] { F::scaled_dot_product_attention(f64({4, 3}), f64({5, 3}), f64({5, 2}), {.scale = kNaN}); }, {"scale must be finite"}},
       {"attention, mask shape", [] { F::scaled_dot_product_attention(f64({4, 3}), f64({5, 3}), f64({5, 2}), {.mask = f64({3, 5})}); }, {"mask"}},
+      {"packed attention, 2-d input", [] { F::packed_self_attention(f64({4, 6}), 1); }, {"[B, T, 3 C]"}},
+      {"packed attention, width not 3 C", [] { F::packed_self_attention(f64({2, 4, 7}), 1); }, {"[B, T, 3 C]"}},
+      {"packed attention, 0 heads", [] { F::packed_self_attention(f64({2, 4, 12}), 0); }, {"0 heads"}},
+      {"packed attention, heads do not divide", [] { F::packed_self_attention(f64({2, 4, 12}), 3); }, {"3 heads do not divide the width 4"}},
+      {"packed attention, mask shape", [] { F::packed_self_attention(f64({2, 4, 12}), 2, {.mask = f64({3, 4})}); }, {"mask"}},
+      {"linear, dtype mismatch", [] { F::linear(f64({2, 3}), xg::ones({4, 3})); }, {"linear", "float64", "float32"}},
       // ---- modules ----
       {"load_state_dict, shape mismatch", [] { nn::Linear l(3, 2); l.load_state_dict({{"weight", xg::ones({2, 4})}, {"bias", xg::ones({2})}}); }, {"size mismatch for weight"}},
       {"load_state_dict, int64 weights", [] { nn::Linear l(3, 2); l.load_state_dict({{"weight", xg::zeros({2, 3}, {xg::int64})}, {"bias", xg::ones({2})}}); }, {"int64 in the checkpoint"}},
