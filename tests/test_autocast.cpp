@@ -141,3 +141,28 @@ TEST_CASE("autocast: layers stay within bf16's tolerance of float32, forward and
     }
   }
 }
+
+TEST_CASE("autocast: operands round to the nearest bf16 with ties to even; inf and NaN pass through") {
+  // A column times [[1]]: each output is one rounded operand, exactly. (No subnormals: AVX512-BF16 treats
+  // them as zero.)
+  const float one = 1.0f, tie_down = 1.0f + 0x1p-8f, tie_up = 1.0f + 3 * 0x1p-8f, above = 1.0f + 0x1p-8f + 0x1p-20f;
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> col{one, tie_down, tie_up, above, -tie_up, 0x1p-120f, 3.4e38f, inf, -inf, nan};
+  std::vector<float> big(col);
+  for (int i = 0; i < 200; ++i) big.push_back(col[static_cast<std::size_t>(i) % 7]);  // enough rows for several chunks
+  Tensor a = xg::tensor(big, {static_cast<std::int64_t>(big.size()), 1}), unit = xg::ones({1, 1});
+  xg::autocast on;
+  const auto got = xg::matmul(a, unit).to_vector<float>();
+  for (std::size_t i = 0; i < big.size(); ++i) {
+    INFO("operand " << big[i]);
+    if (std::isnan(big[i])) {
+      CHECK(std::isnan(got[i]));
+    } else {
+      CHECK(got[i] == round_bf16(big[i]));
+    }
+  }
+  CHECK(got[1] == 1.0f);                 // the tie goes to the even neighbour below
+  CHECK(got[2] == 1.0f + 0x1p-6f);       // ...and above
+  CHECK(got[3] == 1.0f + 0x1p-7f);       // past the tie: rounds up
+  CHECK(got[6] == inf);                  // 3.4e38 rounds past bf16's largest finite value
+}

@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
+#include <bit>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -33,13 +34,23 @@ inline float from_bf16(std::uint16_t h) {
   return f;
 }
 
-/// A stored rows x cols matrix (leading dimension ld) converted to compact bf16 (leading dimension cols).
+/// A stored rows x cols matrix (leading dimension ld) converted to compact bf16 (leading dimension cols),
+/// rows spread over the thread pool: the conversion of a large weight is otherwise a serial pass that the
+/// other threads wait through.
 void pack_bf16(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t ld, std::uint16_t* dst) {
-  for (std::int64_t r = 0; r < rows; ++r) {
-    const float* s = src + r * ld;
-    std::uint16_t* d = dst + r * cols;
-    for (std::int64_t c = 0; c < cols; ++c) d[c] = to_bf16(s[c]);
-  }
+  kernel::parallel_for(rows, kernel::row_grain(cols), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) {
+      const float* s = src + r * ld;
+      std::uint16_t* d = dst + r * cols;
+      // to_bf16 without branches, so the loop vectorises: round to nearest even, NaN kept quiet.
+#pragma omp simd
+      for (std::int64_t c = 0; c < cols; ++c) {
+        const std::uint32_t u = std::bit_cast<std::uint32_t>(s[c]);
+        const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40u;
+        d[c] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+      }
+    }
+  });
 }
 
 /// Without oneDNN: the same numbers (bf16 operands, float32 sums) from the float32 GEMM.
