@@ -310,3 +310,30 @@ TEST_CASE("weight gradients of later micro-batches are added into the .grad buff
     expect_sum(test::values(w.grad()), w1, w2);
   }
 }
+
+TEST_CASE("a table used as embedding and output layer gets both gradients, rows added in place", "[engine]") {
+  namespace F = xg::nn::functional;
+  const Tensor ids = xg::index_tensor({3, 1, 3, 0, 5});  // a repeated id too
+  Tensor w = test::uniform({6, 4}, -1, 1, 11);
+  auto loss = [&](const Tensor& table, const Tensor& head) {
+    Tensor h = xg::tanh(xg::index_select(table, 0, ids));
+    return F::cross_entropy(F::linear(h, head), xg::index_tensor({0, 2, 4, 1, 1}));
+  };
+  // The reference: two separate copies of the table, their gradients summed.
+  Tensor a = w.detach().clone().requires_grad_(true), b = w.detach().clone().requires_grad_(true);
+  loss(a, b).backward();
+  const auto want_once = test::values(a.grad() + b.grad());
+  loss(w, w).backward();
+  auto got = test::values(w.grad());
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want_once[i]).epsilon(1e-12));
+  loss(w, w).backward();  // a second micro-batch adds the same again
+  got = test::values(w.grad());
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(2 * want_once[i]).epsilon(1e-12));
+  // A gradient passed to two inputs at once (w + w) is not changed in place under the other.
+  Tensor v = test::uniform({6, 4}, -1, 1, 12);
+  (xg::sum((v + v) * 3.0) + xg::index_select(v, 0, ids).sum()).backward();
+  std::vector<double> want(24, 6.0);
+  for (auto id : {3, 1, 3, 0, 5})
+    for (int j = 0; j < 4; ++j) want[static_cast<std::size_t>(id * 4 + j)] += 1.0;
+  CHECK(test::values(v.grad()) == want);
+}

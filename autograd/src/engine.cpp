@@ -388,16 +388,27 @@ struct Engine {
   bool add_into_leaf_grad(const Node& n, std::size_t input, const std::function<void(const Tensor&)>& add) {
     if (opt.inputs || opt.create_graph || is_anomaly_enabled() || input >= n.inputs_.size()) return false;
     const Edge& e = n.inputs_[input];
-    if (!e.node || !e.node->leaf_) return false;
+    if (!e.node) return false;
     auto it = tasks.find(e.node.get());
-    if (it == tasks.end() || it->second.grad.defined()) return false;  // another rule already added to it
+    if (it == tasks.end()) return false;
+    auto fits = [&](const Tensor& t) { return t.is_contiguous() && t.shape() == e.shape && t.dtype() == e.dtype; };
+    if (Tensor& slot = it->second.grad; slot.defined()) {
+      // The sum of this backward so far: changed in place only if nothing else refers to it (a rule may
+      // have passed one gradient to several inputs), as accumulate() does.
+      if (slot.impl().use_count() != 1 || slot.impl()->storage.use_count() != 1 || !fits(slot)) return false;
+      add(slot);
+      ++slot.impl()->storage->version;
+      return true;
+    }
+    if (!e.node->leaf_) return false;
     TensorImpl& leaf = *e.node->leaf_;
     std::lock_guard lock(leaf_mutex(&leaf));
     // Hooks must see the finished sum. The buffer is changed in place as accumulate_leaf's add_ would.
     if ((leaf.hooks && !leaf.hooks->hooks.empty()) || !leaf.grad) return false;
     Tensor grad(leaf.grad);
-    if (!grad.is_contiguous() || grad.shape() != e.shape || grad.dtype() != e.dtype) return false;
+    if (!fits(grad)) return false;
     add(grad);
+    ++grad.impl()->storage->version;
     return true;
   }
 

@@ -199,13 +199,14 @@ struct LeafHooks {
 std::uint64_t register_post_accumulate_grad_hook(const Tensor& leaf, PostAccumulateGradHook hook);
 void remove_post_accumulate_grad_hook(const Tensor& leaf, std::uint64_t id);
 
-/// For a backward rule that can add its gradient for input `input` straight into an existing buffer (a
-/// GEMM with beta = 1, saving the separate read-add-write pass when gradients accumulate over
-/// micro-batches): when that input is a leaf whose .grad this backward would only add to in place (a
-/// contiguous buffer is there, no other gradient for it has arrived in this backward, it has no hooks, and
-/// this is backward() without create_graph or anomaly mode), calls add(grad) with the leaf locked and
-/// returns true; the rule then returns an undefined gradient for that input. Otherwise returns false and
-/// the rule returns its gradient as usual.
+/// For a backward rule that can add its gradient for input `input` straight into the gradient already
+/// summed for that input (a GEMM with beta = 1, rows scattered into place), instead of returning a tensor
+/// the engine then adds: calls add(buffer) and returns true when there is such a buffer to change in place,
+/// either this backward's sum so far (contiguous, referred to by nothing else) or, for a leaf nothing else
+/// has contributed to yet in this backward, its .grad (contiguous, no hooks); never under create_graph,
+/// grad() or anomaly mode. The rule then returns an undefined gradient for that input. Otherwise returns
+/// false and the rule returns its gradient as usual. Saves a full-size temporary and a read-add-write pass
+/// for weights over micro-batches and for an embedding table shared with the output layer.
 bool accumulate_into_grad(std::size_t input, const std::function<void(const Tensor& grad)>& add);
 
 /// Queues `fn` to run on this thread when the outermost backward now running has finished (like

@@ -43,6 +43,7 @@ Shape strides_without(const Tensor& t, std::int64_t dim) {
 
 namespace {
 Tensor index_select_backward(const Tensor& g, const Shape& xs, std::int64_t d, const Tensor& index);
+void index_add_kernel(const Tensor& out, std::int64_t d, const Tensor& index, const Tensor& src);
 }
 
 Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
@@ -66,7 +67,11 @@ Tensor index_select(const Tensor& x, std::int64_t dim, const Tensor& index) {
       for (std::int64_t j = 0; j < m; ++j) std::copy_n(px + (o * n + idx[j]) * inner, inner, po + (o * m + j) * inner);
   });
   return record("index_select", {x}, out, [xs = x.shape(), d, si = Saved(index)](const Tensor& g) {
-    return Grads{index_select_backward(g, xs, d, si.get())};  // d/dx: each picked row gets its gradient back
+    // d/dx: each picked row gets its gradient back, added in place where a sum is already there (a tied
+    // embedding table after the output layer's gradient): only the picked rows are touched.
+    if (autograd::accumulate_into_grad(0, [&](const Tensor& sum) { index_add_kernel(sum, d, si.get(), g); }))
+      return Grads{Tensor()};
+    return Grads{index_select_backward(g, xs, d, si.get())};
   });
 }
 
