@@ -69,7 +69,7 @@ void add_training_flags(CLI::App* cmd, TrainSettings& s) {
   cmd->add_option("--eval-iters", s.eval_iters, "Batches per loss estimate")->capture_default_str();
   cmd->add_option("--log-interval", s.log_interval, "Steps between log lines")->capture_default_str();
   cmd->add_option("--seed", s.seed, "Random seed")->capture_default_str();
-  cmd->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  cmd->add_option("--threads", s.threads, "threads of the kernels and BLAS (0: the default, OMP_NUM_THREADS or every core)")->capture_default_str();
   cmd->add_option("--dtype", s.dtype, "float32, or bf16: matrix products in bfloat16 with float32 sums, weights and "
                  "optimizer state (mixed precision)")->capture_default_str();
   cmd->add_flag("--checkpoint-activations", s.checkpoint_activations,
@@ -130,7 +130,7 @@ Command add_sample(CLI::App& app, gpt::SampleSettings& s) {
   sa->add_option("--top-p", s.options.top_p, "Nucleus sampling threshold (1: off)")->capture_default_str();
   sa->add_option("--seed", s.options.seed, "Random seed")->capture_default_str();
   sa->add_option("--cache", s.options.use_cache, "Incremental decoding with a key/value cache")->capture_default_str();
-  sa->add_option("--threads", s.threads, "BLAS threads (0: 1 for models narrower than 512, else the default)")->capture_default_str();
+  sa->add_option("--threads", s.threads, "threads of the kernels and BLAS (0: 1 for models narrower than 512, else the default)")->capture_default_str();
   return {sa, [&s] {
             in_range("--num-tokens", s.options.max_new_tokens, 0, std::int64_t(1) << 24);
             in_range("--temperature", s.options.temperature, 0.0, 100.0);
@@ -150,7 +150,7 @@ Command add_eval(CLI::App& app, gpt::EvalSettings& s) {
   ev->add_option("--batch-size", s.batch_size, "Sequences per batch")->capture_default_str();
   ev->add_option("--seed", s.seed, "Random seed for the batches")->capture_default_str();
   ev->add_option("--dump", s.dump, "Write the logits, loss and gradients of one batch to this safetensors file");
-  ev->add_option("--threads", s.threads, "BLAS threads (0: the default)")->capture_default_str();
+  ev->add_option("--threads", s.threads, "threads of the kernels and BLAS (0: the default, OMP_NUM_THREADS or every core)")->capture_default_str();
   return {ev, [&s] {
             in_range("--batches", s.batches, 1, kMaxBatch);
             in_range("--batch-size", s.batch_size, 1, kMaxBatch);
