@@ -185,3 +185,21 @@ TEST_CASE("layer_norm reads strided weight and bias like contiguous ones", "[fus
   REQUIRE(!w.is_contiguous());
   CHECK(xg::allclose(F::layer_norm(x, w, b), F::layer_norm(x, w.contiguous(), b.contiguous()), 0, 0));
 }
+
+TEST_CASE("float32 exact GELU and its gradient stay within float32 rounding of the float64 formula", "[fused]") {
+  // 20,001 points over [-10, 10] (not a multiple of the vector width: the tail takes the same path).
+  std::vector<double> xs;
+  for (int i = -10000; i <= 10000; ++i) xs.push_back(i * 1e-3);
+  Tensor x64 = xg::tensor(xs, {static_cast<std::int64_t>(xs.size())}, {xg::float64});
+  Tensor x32 = x64.to(xg::float32).requires_grad_(true);
+  Tensor y32 = xg::gelu(x32);
+  y32.backward(xg::ones_like(y32));
+  const auto y = y32.to_vector<float>(), dy = x32.grad().to_vector<float>();
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    const double v = static_cast<float>(xs[i]), cdf = 0.5 * (1 + std::erf(v / std::sqrt(2.0)));
+    const double pdf = std::exp(-0.5 * v * v) / std::sqrt(2 * M_PI);
+    INFO("x = " << v);
+    CHECK(y[i] == Approx(v * cdf).margin(1e-6).epsilon(2e-6));
+    CHECK(dy[i] == Approx(cdf + v * pdf).margin(1e-6).epsilon(2e-6));
+  }
+}

@@ -28,7 +28,7 @@ Tensor full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, o);
   dispatch_all(o.dtype, [&]<class T>() {
     T* p = ptr<T>(t);
-    parallel_for(t.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+    parallel_for_elements(t.numel(), [&](std::int64_t b, std::int64_t e) {
       std::fill(p + b, p + e, static_cast<T>(value));
     });
   });

@@ -81,7 +81,7 @@ void SGD::step() {
         const SgdStep<T> k{T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
         T *pp = write_ptr<T>(p), *pb = buf.defined() ? write_ptr<T>(buf) : nullptr;
         const T* pg = ptr<T>(g);
-        parallel_for(p.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+        parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
           if (pb) {
             k.template run<true>(pp + b, pg + b, pb + b, e - b);
           } else {
@@ -128,7 +128,7 @@ void Adam::step() {
         T *pp = write_ptr<T>(p), *pm = write_ptr<T>(m), *pv = write_ptr<T>(v);
         T* pvmax = vmax.defined() ? write_ptr<T>(vmax) : nullptr;
         const T* pg = ptr<T>(g);
-        parallel_for(p.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+        parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
           if (pvmax) {
             k.template run<true>(pp + b, pg + b, pm + b, pv + b, pvmax + b, e - b);
           } else {

@@ -193,6 +193,15 @@ bool blas_shares_pool();
 /// Items per chunk below which splitting elementwise work costs more than it saves (about 64 KB of
 /// float32 per thread: waking a spinning pool thread costs ~1 us).
 inline constexpr std::int64_t kElementwiseGrain = 16384;
+/// parallel_for over n elements of a flat elementwise loop, chunk boundaries at multiples of 16 elements
+/// (64 bytes of float32): a vectorised loop then sees the same lanes and the same scalar tail whatever the
+/// thread count, so its results are the same bits.
+template <class F>
+void parallel_for_elements(std::int64_t n, F&& f) {
+  constexpr std::int64_t w = 16;
+  parallel_for((n + w - 1) / w, kElementwiseGrain / w,
+               [&](std::int64_t b, std::int64_t e) { f(b * w, std::min(n, e * w)); });
+}
 /// Rows per chunk for row kernels over rows of `row_len` items: the same ~16K items per chunk.
 inline std::int64_t row_grain(std::int64_t row_len) {
   return std::max<std::int64_t>(1, kElementwiseGrain / std::max<std::int64_t>(row_len, 1));

@@ -51,7 +51,7 @@ inline Tensor binary_kernel(const Tensor& a, const Tensor& b, const Shape& shape
     T* z = ptr<T>(out);
     const std::int64_t n = out.numel();
     const bool full_a = a.numel() == n, full_b = b.numel() == n;
-    parallel_for(n, kElementwiseGrain, [&](std::int64_t begin, std::int64_t end) {
+    parallel_for_elements(n, [&](std::int64_t begin, std::int64_t end) {
       if (full_a && full_b) {
         for (std::int64_t i = begin; i < end; ++i) z[i] = f(x[i], y[i]);
       } else if (full_a) {
@@ -123,7 +123,7 @@ template <class T, class E>
 Tensor unary_kernel(const Tensor& x, E expr) {
   Tensor xc = contiguous_data(x);
   Tensor out = empty(x.shape(), {x.dtype()});
-  parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+  parallel_for_elements(x.numel(), [&](std::int64_t b, std::int64_t e) {
     auto a = flat_view<T>(xc, b, e);
     auto o = flat_view<T>(out, b, e);
     xt::noalias(o) = expr(a);
@@ -136,7 +136,7 @@ template <class T, class E>
 Tensor unary2_kernel(const Tensor& x, const Tensor& y, E expr) {
   Tensor xc = contiguous_data(x), yc = contiguous_data(y);
   Tensor out = empty(x.shape(), {x.dtype()});
-  parallel_for(x.numel(), kElementwiseGrain, [&](std::int64_t b, std::int64_t e) {
+  parallel_for_elements(x.numel(), [&](std::int64_t b, std::int64_t e) {
     auto a = flat_view<T>(xc, b, e);
     auto c = flat_view<T>(yc, b, e);
     auto o = flat_view<T>(out, b, e);
