@@ -18,7 +18,8 @@ Tensor map_rows(const Tensor& x, std::string_view op, F f) {
   return dispatch_float(x.dtype(), op, [&]<class T>() {
     Tensor xc = contiguous_data(x);
     Tensor y = empty(x.shape(), {x.dtype()});
-    auto [rows, n] = rows_of(x);
+    const auto shape2d = rows_of(x);  // not a structured binding: clang 14 cannot capture one
+    const std::int64_t rows = shape2d.first, n = shape2d.second;
     parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t r = begin; r < end; ++r) f(ptr<T>(xc) + r * n, ptr<T>(y) + r * n, n);
     });
@@ -32,7 +33,8 @@ Tensor map_rows2(const Tensor& a, const Tensor& b, std::string_view op, F f) {
   return dispatch_float(a.dtype(), op, [&]<class T>() {
     Tensor ac = contiguous_data(a), bc = contiguous_data(b);
     Tensor out = empty(a.shape(), {a.dtype()});
-    auto [rows, n] = rows_of(a);
+    const auto shape2d = rows_of(a);
+    const std::int64_t rows = shape2d.first, n = shape2d.second;
     parallel_for(rows, row_grain(n), [&](std::int64_t begin, std::int64_t end) {
       for (std::int64_t r = begin; r < end; ++r) f(ptr<T>(ac) + r * n, ptr<T>(bc) + r * n, ptr<T>(out) + r * n, n);
     });
