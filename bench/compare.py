@@ -46,9 +46,9 @@ def main():
         rows.append((case, unit, x * scale, t * scale, t / x, extra))
 
     print(f"threads={args.threads} rounds={args.rounds} (ratio = torch time / xgrad time; > 1: xgrad faster)")
-    print(f"{'case':<14}{'unit':<7}{'xgrad':>10}{'torch':>10}{'ratio':>8}  notes")
+    print(f"{'case':<16}{'unit':<7}{'xgrad':>10}{'torch':>10}{'ratio':>8}  notes")
     for case, unit, x, t, ratio, extra in rows:
-        print(f"{case:<14}{unit:<7}{x:>10.3f}{t:>10.3f}{ratio:>8.2f}  {extra}")
+        print(f"{case:<16}{unit:<7}{x:>10.3f}{t:>10.3f}{ratio:>8.2f}  {extra}")
 
 
 if __name__ == "__main__":

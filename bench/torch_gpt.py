@@ -59,16 +59,23 @@ def main():
                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     else:
         model.eval()
-        idx = torch.zeros((1, 1), dtype=torch.long)
         n = 64
-        with torch.no_grad():
+
+        def generate():
+            idx = torch.zeros((1, 1), dtype=torch.long)
+            with torch.no_grad():
+                for _ in range(n):
+                    logits = model(idx[:, -c["block_size"]:], last_only=True)
+                    nxt = torch.multinomial(F.softmax(logits[:, -1, :], dim=-1), 1)
+                    idx = torch.cat([idx, nxt], dim=1)
+
+        generate()  # warm-up, as on xgrad's side: first-call costs are not sampling speed
+        times = []
+        for _ in range(3):
             t0 = time.perf_counter()
-            for _ in range(n):
-                logits = model(idx[:, -c["block_size"]:], last_only=True)
-                nxt = torch.multinomial(F.softmax(logits[:, -1, :], dim=-1), 1)
-                idx = torch.cat([idx, nxt], dim=1)
-            sec = time.perf_counter() - t0
-        print(json.dumps({"tokens_per_sec": n / sec}))
+            generate()
+            times.append(time.perf_counter() - t0)
+        print(json.dumps({"tokens_per_sec": n / sorted(times)[1]}))
 
 
 if __name__ == "__main__":
