@@ -181,6 +181,8 @@ const std::vector<BadCase>& cases() {
       // ---- nn::functional ----
       {"linear, weight does not fit", [] { F::linear(f64({2, 3}), f64({4, 5})); }, {"does not match weight"}},
       {"linear, bias does not fit", [] { F::linear(f64({2, 3}), f64({4, 3}), f64({5})); }, {"bias"}},
+      {"linear, unknown activation", [] { F::linear(f64({2, 3}), f64({4, 3}), {}, static_cast<F::Activation>(7)); }, {"unknown activation 7"}},
+      {"linear + gelu, bias does not fit", [] { F::linear(f64({2, 3}), f64({4, 3}), f64({5}), F::Activation::gelu); }, {"bias"}},
       {"layer_norm of a 0-d tensor", [] { F::layer_norm(xg::scalar_tensor(1.0, xg::float64)); }, {"0-d"}},
       {"layer_norm, weight shape", [] { F::layer_norm(f64({2, 3}), f64({4})); }, {"weight has shape [4]"}},
       {"layer_norm, dtypes differ", [] { F::layer_norm(f64({2, 3}), xg::ones({3})); }, {"dtype mismatch"}},

@@ -28,6 +28,10 @@ Tensor layer_norm_formula(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = xc / xg::sqrt(xg::mean(xc * xc, {-1}, true) + 1e-5);
   return w.defined() ? y * w + b : y;
 }
+Tensor gelu_formula(const Tensor& x) { return 0.5 * x * (1.0 + xg::erf(x / std::sqrt(2.0))); }
+Tensor gelu_tanh_formula(const Tensor& x) {
+  return 0.5 * x * (1.0 + xg::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
 /// Mean (or per-row) negative log-likelihood of targets, rows with target -100 left out.
 Tensor cross_entropy_formula(const Tensor& x, const Tensor& t, bool mean) {
   Tensor valid = xg::ne(t, -100.0);
@@ -113,12 +117,17 @@ const std::vector<FusedCase>& cases() {
       {"linear no bias", [](auto& v) { return F::linear(v[0], v[1]); },
        [](auto& v) { return xg::matmul(v[0], xg::transpose(v[1], 0, 1)); }, {{6, 4}, {3, 4}}},
       {"gelu exact", [](auto& v) { return xg::gelu(v[0]); },
-       [](auto& v) { return 0.5 * v[0] * (1.0 + xg::erf(v[0] / std::sqrt(2.0))); }, {{4, 8}}, -4.0, 4.0},
-      {"gelu tanh", [](auto& v) { return xg::gelu(v[0], true); },
-       [](auto& v) {
-         Tensor x = v[0];
-         return 0.5 * x * (1.0 + xg::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-       },
+       [](auto& v) { return gelu_formula(v[0]); }, {{4, 8}}, -4.0, 4.0},
+      // 70 outputs: rows wider than one vector with a tail, and two column chunks of the bias pass.
+      {"linear + gelu", [](auto& v) { return F::linear(v[0], v[1], v[2], F::Activation::gelu); },
+       [](auto& v) { return gelu_formula(xg::matmul(v[0], xg::transpose(v[1], 0, 1)) + v[2]); },
+       {{2, 3, 4}, {70, 4}, {70}}},
+      {"linear + gelu, no bias", [](auto& v) { return F::linear(v[0], v[1], {}, F::Activation::gelu); },
+       [](auto& v) { return gelu_formula(xg::matmul(v[0], xg::transpose(v[1], 0, 1))); }, {{5, 4}, {3, 4}}},
+      {"linear + gelu tanh", [](auto& v) { return F::linear(v[0], v[1], v[2], F::Activation::gelu_tanh); },
+       [](auto& v) { return gelu_tanh_formula(xg::matmul(v[0], xg::transpose(v[1], 0, 1)) + v[2]); },
+       {{6, 4}, {5, 4}, {5}}},
+      {"gelu tanh", [](auto& v) { return xg::gelu(v[0], true); }, [](auto& v) { return gelu_tanh_formula(v[0]); },
        {{4, 8}}, -4.0, 4.0},
       {"silu", [](auto& v) { return xg::silu(v[0]); }, [](auto& v) { return v[0] / (1.0 + xg::exp(-v[0])); }, {{4, 8}},
        -6.0, 6.0},

@@ -86,6 +86,8 @@ const std::vector<OpCase>& cases() {
       {"relu", [](auto& v) { return xg::relu(v[0]); }, {{3, 4}}},
       {"gelu exact", [](auto& v) { return xg::gelu(v[0]); }, {{3, 4}}, -3.0, 3.0},
       {"gelu tanh", [](auto& v) { return xg::gelu(v[0], true); }, {{3, 4}}, -3.0, 3.0},
+      {"gelu_backward", [](auto& v) { return xg::gelu_backward(v[0], v[1]); }, {{3, 4}, {3, 4}}, -3.0, 3.0},
+      {"gelu_backward tanh", [](auto& v) { return xg::gelu_backward(v[0], v[1], true); }, {{3, 4}, {3, 4}}, -3.0, 3.0},
       {"silu", [](auto& v) { return xg::silu(v[0]); }, {{3, 4}}, -4.0, 4.0},
       {"clamp", [](auto& v) { return xg::clamp(v[0], -1.0, 1.0); }, {{3, 4}}},
       {"clamp_min", [](auto& v) { return xg::clamp_min(v[0], 0.3); }, {{3, 4}}},
@@ -153,6 +155,9 @@ const std::vector<OpCase>& cases() {
       // ---- nn::functional ----
       {"linear", [](auto& v) { return F::linear(v[0], v[1], v[2]); }, {{2, 3, 4}, {5, 4}, {5}}},
       {"linear no bias", [](auto& v) { return F::linear(v[0], v[1]); }, {{3, 4}, {2, 4}}},
+      {"linear + gelu", [](auto& v) { return F::linear(v[0], v[1], v[2], F::Activation::gelu); }, {{2, 3, 4}, {5, 4}, {5}}},
+      {"linear + gelu tanh, no bias", [](auto& v) { return F::linear(v[0], v[1], {}, F::Activation::gelu_tanh); },
+       {{3, 4}, {2, 4}}},
       {"linear 1-d input", [](auto& v) { return F::linear(v[0], v[1], v[2]); }, {{4}, {3, 4}, {3}}},
       {"linear transposed input", [](auto& v) { return F::linear(xg::transpose(v[0], 0, 1), v[1], v[2]); }, {{4, 3}, {2, 4}, {2}}},
       {"softmax", [](auto& v) { return F::softmax(v[0], -1); }, {{3, 5}}},

@@ -179,6 +179,19 @@ TEST_CASE("LoRA: frozen base, gradients linear in alpha, merge and unmerge keep 
   auto g1 = grad_B(1.0), g3 = grad_B(3.0);
   for (std::size_t i = 0; i < g1.size(); ++i) CHECK(g3[i] == Approx(3.0 * g1[i]).epsilon(1e-10));
 
+  {  // forward with an activation applies it after the adapter, merged or not
+    xg::manual_seed(28);
+    nn::Linear lin(nn::LinearOptions(4, 3).dtype(xg::float64));
+    lin.add_lora(nn::LoRAOptions(2).alpha(2.0));
+    nn::init::normal_(lin.lora_B, 0, 0.5);
+    Tensor x = test::uniform({5, 4}, -1, 1, 29, false);
+    Tensor expect = xg::gelu(lin.forward(x));
+    CHECK(xg::allclose(lin.forward(x, F::Activation::gelu), expect, 1e-12, 1e-12));
+    lin.merge_lora();
+    CHECK(xg::allclose(lin.forward(x, F::Activation::gelu), expect, 1e-12, 1e-12));
+    CHECK(xg::allclose(lin.forward(x, F::Activation::none), lin.forward(x), 0, 0));
+  }
+
   xg::manual_seed(26);
   nn::Sequential model;
   model.push_back(std::make_shared<nn::Linear>(nn::LinearOptions(4, 6).dtype(xg::float64)))

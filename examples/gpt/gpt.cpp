@@ -130,7 +130,8 @@ MLP::MLP(const GPTConfig& c) : Module("MLP"), gelu_tanh(c.gelu_tanh), dropout(c.
   c_proj = register_module("c_proj", std::make_shared<nn::Linear>(nn::LinearOptions(4 * c.n_embd, c.n_embd).bias(c.bias)));
 }
 Tensor MLP::forward(const Tensor& x) {
-  return F::dropout(c_proj->forward(xg::gelu(c_fc->forward(x), gelu_tanh)), dropout, is_training());
+  auto act = gelu_tanh ? F::Activation::gelu_tanh : F::Activation::gelu;
+  return F::dropout(c_proj->forward(c_fc->forward(x, act)), dropout, is_training());
 }
 
 Block::Block(const GPTConfig& c, std::int64_t layer) : Module("Block") {

@@ -33,6 +33,12 @@ Tensor Linear::forward(const Tensor& x) {
   return y;
 }
 
+Tensor Linear::forward(const Tensor& x, functional::Activation activation) {
+  if (activation == functional::Activation::none) return forward(x);
+  if (!lora_A.defined() || merged_) return functional::linear(x, weight, bias, activation);
+  return gelu(forward(x), activation == functional::Activation::gelu_tanh);
+}
+
 std::string Linear::extra_repr() const {
   std::string s = fmt::format("in_features={}, out_features={}, bias={}", options_.in_, options_.out_, options_.bias_);
   if (lora_A.defined()) s += fmt::format(", lora_rank={}, lora_alpha={}", lora_.rank_, lora_.alpha_);

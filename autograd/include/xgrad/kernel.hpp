@@ -241,6 +241,13 @@ double row_dot(const double* a, const double* b, std::int64_t n);
 float row_sum(const float* a, std::int64_t n);
 double row_sum(const double* a, std::int64_t n);
 
+/// y = gelu(x) over n values (exact, or GPT-2's tanh form) and dx = g gelu'(x): the kernels behind xg::gelu,
+/// for fused ops that apply it to rows they hold. Each value's result does not depend on where it sits.
+void gelu_values(const float* x, float* y, std::int64_t n, bool tanh_approximation);
+void gelu_values(const double* x, double* y, std::int64_t n, bool tanh_approximation);
+void gelu_backward_values(const float* g, const float* x, float* dx, std::int64_t n, bool tanh_approximation);
+void gelu_backward_values(const double* g, const double* x, double* dx, std::int64_t n, bool tanh_approximation);
+
 /// Rows and row length of x seen as [rows, n] over its last dim (a 0-d tensor is one row of one).
 std::pair<std::int64_t, std::int64_t> rows_of(const Tensor& x);
 

@@ -42,6 +42,9 @@ Tensor erf(const Tensor& x);
 Tensor relu(const Tensor& x);
 /// GELU: exact x * Phi(x) by default, or GPT-2's tanh approximation.
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
+/// grad * gelu'(x), written with the ops above so it is differentiable again: gelu's backward formula, for
+/// ops that fuse gelu with something else (as torch.ops.aten.gelu_backward).
+Tensor gelu_backward(const Tensor& grad, const Tensor& x, bool tanh_approximation = false);
 /// x * sigmoid(x) (also called swish).
 Tensor silu(const Tensor& x);
 /// Limits values to [lo, hi]; pass -inf/inf for a one-sided clamp.

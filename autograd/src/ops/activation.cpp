@@ -62,70 +62,94 @@ void gelu_backward_f32(const float* g, const float* x, float* dx, std::int64_t n
   });
 }
 
+/// The same formulas in xtensor for float64 and the tanh form, over a flat range.
+template <class T>
+auto flat(const T* p, std::int64_t n) {
+  const auto len = static_cast<std::size_t>(n);
+  return xt::adapt(const_cast<T*>(p), len, xt::no_ownership(), std::array<std::size_t, 1>{len});
+}
+
+template <class T>
+void gelu_values_of(const T* x, T* y, std::int64_t n, bool approx) {
+  if constexpr (std::is_same_v<T, float>)
+    if (!approx) return gelu_f32(x, y, n);
+  auto a = flat(x, n);
+  auto o = flat(y, n);
+  if (!approx)
+    xt::noalias(o) = T(0.5) * a * (T(1) + xt::erf(a * T(M_SQRT1_2)));
+  else
+    xt::noalias(o) = T(0.5) * a * (T(1) + xt::tanh(T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a)));
+}
+
+template <class T>
+void gelu_backward_values_of(const T* g, const T* x, T* dx, std::int64_t n, bool approx) {
+  if constexpr (std::is_same_v<T, float>)
+    if (!approx) return gelu_backward_f32(g, x, dx, n);
+  auto gg = flat(g, n);
+  auto v = flat(x, n);
+  auto o = flat(dx, n);
+  if (!approx) {
+    xt::noalias(o) = gg * (T(0.5) * (T(1) + xt::erf(v * T(M_SQRT1_2))) + v * xt::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi));
+    return;
+  }
+  // Two statements, t = tanh(u) first (dx may not alias g or x): an xtensor expression must not keep a
+  // local sub-expression (it would hold it by reference past its scope).
+  xt::noalias(o) = xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
+  xt::noalias(o) =
+      gg * (T(0.5) * (T(1) + o) + T(0.5) * v * (T(1) - o * o) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
+}
+
 struct GeluRule {
   Saved x;
   bool approx;
 
-  Grads composite(const Tensor& g) const {
-    const Tensor& v = x.get();
-    if (!approx) {
-      Tensor cdf = 0.5 * (1.0 + erf(v * M_SQRT1_2));
-      Tensor pdf = exp(-0.5 * v * v) * kInvSqrt2Pi;
-      return {g * (cdf + v * pdf)};  // d/dx x Phi(x) = Phi(x) + x phi(x)
-    }
-    Tensor v2 = v * v;
-    Tensor t = tanh(kSqrt2OverPi * (v + kGeluCubic * v2 * v));
-    // d/dx 0.5 x (1 + t) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3c x^2)
-    return {g * (0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * v2))};
-  }
+  Grads composite(const Tensor& g) const { return {gelu_backward(g, x.get(), approx)}; }
 
   Grads fused(const Tensor& g) const {
     const Tensor& xv = x.get();
     return {dispatch_float(xv.dtype(), "gelu_backward", [&]<class T>() {
-      if (!approx && std::is_same_v<T, float>) {
-        Tensor gc = contiguous_data(g), xc = contiguous_data(xv), dx = empty(xv.shape(), {xv.dtype()});
-        parallel_for_elements(xv.numel(), [&](std::int64_t b, std::int64_t e) {
-          gelu_backward_f32(ptr<float>(gc) + b, ptr<float>(xc) + b, ptr<float>(dx) + b, e - b);
-        });
-        return dx;
-      }
-      if (!approx)
-        return unary2_kernel<T>(g, xv, [](const auto& gg, const auto& v) {
-          return gg * (T(0.5) * (T(1) + xt::erf(v * T(M_SQRT1_2))) + v * xt::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi));
-        });
-      // Two statements per chunk, t = tanh(u) first: an xtensor expression must not keep a local
-      // sub-expression (it would hold it by reference past the lambda's return).
-      Tensor gc = contiguous_data(g), xc = contiguous_data(xv), t = empty(xv.shape(), {xv.dtype()});
+      Tensor gc = contiguous_data(g), xc = contiguous_data(xv), dx = empty(xv.shape(), {xv.dtype()});
       parallel_for_elements(xv.numel(), [&](std::int64_t b, std::int64_t e) {
-        auto gg = flat_view<T>(gc, b, e);
-        auto v = flat_view<T>(xc, b, e);
-        auto o = flat_view<T>(t, b, e);
-        xt::noalias(o) = xt::tanh(T(kSqrt2OverPi) * (v + T(kGeluCubic) * v * v * v));
-        xt::noalias(o) = gg * (T(0.5) * (T(1) + o) +
-                               T(0.5) * v * (T(1) - o * o) * T(kSqrt2OverPi) * (T(1) + T(3 * kGeluCubic) * v * v));
+        gelu_backward_values(ptr<T>(gc) + b, ptr<T>(xc) + b, ptr<T>(dx) + b, e - b, approx);
       });
-      return t;
+      return dx;
     })};
   }
 };
 }  // namespace
 
+namespace kernel {
+void gelu_values(const float* x, float* y, std::int64_t n, bool approx) { gelu_values_of(x, y, n, approx); }
+void gelu_values(const double* x, double* y, std::int64_t n, bool approx) { gelu_values_of(x, y, n, approx); }
+void gelu_backward_values(const float* g, const float* x, float* dx, std::int64_t n, bool approx) {
+  gelu_backward_values_of(g, x, dx, n, approx);
+}
+void gelu_backward_values(const double* g, const double* x, double* dx, std::int64_t n, bool approx) {
+  gelu_backward_values_of(g, x, dx, n, approx);
+}
+}  // namespace kernel
+
 Tensor gelu(const Tensor& x, bool approx) {
   Tensor out = dispatch_float(x.dtype(), "gelu", [&]<class T>() {
-    if (!approx && std::is_same_v<T, float>) {
-      Tensor xc = contiguous_data(x), y = empty(x.shape(), {x.dtype()});
-      parallel_for_elements(x.numel(), [&](std::int64_t b, std::int64_t e) {
-        gelu_f32(ptr<float>(xc) + b, ptr<float>(y) + b, e - b);
-      });
-      return y;
-    }
-    if (!approx)
-      return unary_kernel<T>(x, [](const auto& a) { return T(0.5) * a * (T(1) + xt::erf(a * T(M_SQRT1_2))); });
-    return unary_kernel<T>(x, [](const auto& a) {
-      return T(0.5) * a * (T(1) + xt::tanh(T(kSqrt2OverPi) * (a + T(kGeluCubic) * a * a * a)));
+    Tensor xc = contiguous_data(x), y = empty(x.shape(), {x.dtype()});
+    parallel_for_elements(x.numel(), [&](std::int64_t b, std::int64_t e) {
+      gelu_values(ptr<T>(xc) + b, ptr<T>(y) + b, e - b, approx);
     });
+    return y;
   });
   return autograd::record_fused("gelu", {x}, out, GeluRule{Saved(x), approx});
+}
+
+Tensor gelu_backward(const Tensor& grad, const Tensor& x, bool approx) {
+  if (!approx) {
+    Tensor cdf = 0.5 * (1.0 + erf(x * M_SQRT1_2));
+    Tensor pdf = exp(-0.5 * x * x) * kInvSqrt2Pi;
+    return grad * (cdf + x * pdf);  // d/dx x Phi(x) = Phi(x) + x phi(x)
+  }
+  Tensor x2 = x * x;
+  Tensor t = tanh(kSqrt2OverPi * (x + kGeluCubic * x2 * x));
+  // d/dx 0.5 x (1 + t) = 0.5 (1 + t) + 0.5 x (1 - t^2) sqrt(2/pi) (1 + 3c x^2)
+  return grad * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x2));
 }
 
 namespace {

@@ -14,6 +14,12 @@ namespace xg::nn::functional {
 /// y = x W^T + b, with W of shape [out, in] as in PyTorch; bias may be undefined.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 
+/// An activation applied by the op that computes its input.
+enum class Activation { none, gelu, gelu_tanh };
+/// activation(x W^T + b) as one op (the values of gelu(linear(x, W, b))): the bias and the activation are one
+/// pass over the product, and backward computes the activation's gradient and the bias gradient in one pass.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activation activation);
+
 /// softmax along dim (numerically stable: the row maximum is subtracted first).
 Tensor softmax(const Tensor& x, std::int64_t dim = -1);
 /// log(softmax(x)) along dim, without forming softmax.

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "xgrad/nn/functional.hpp"
 #include "xgrad/nn/module.hpp"
 
 namespace xg::nn {
@@ -48,6 +49,9 @@ class Linear : public Module {
   explicit Linear(const LinearOptions& options, Generator* gen = nullptr);
   Linear(std::int64_t in_features, std::int64_t out_features) : Linear(LinearOptions(in_features, out_features)) {}
   Tensor forward(const Tensor& x) override;
+  /// activation(forward(x)), fused into the linear op (functional::linear) unless an unmerged LoRA adapter
+  /// adds to the output first.
+  Tensor forward(const Tensor& x, functional::Activation activation);
   std::string extra_repr() const override;
 
   /// Adds a LoRA adapter: y = x W^T + b + (dropout(x) A^T B^T) alpha / r, with A [r, in] Kaiming-uniform
