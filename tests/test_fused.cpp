@@ -5,6 +5,8 @@
 #include <cmath>
 #include <functional>
 
+#include <xgrad/kernel.hpp>
+
 #include "helpers.hpp"
 
 namespace F = xg::nn::functional;
@@ -89,6 +91,18 @@ const std::vector<FusedCase>& cases() {
        [](auto& v) { return layer_norm_formula(v[0], v[1], v[2]); }, {{4, 7}, {7}, {7}}},
       {"layer_norm plain", [](auto& v) { return F::layer_norm(v[0]); },
        [](auto& v) { return layer_norm_formula(v[0], {}, {}); }, {{2, 3, 5}}},
+      // 150 per row: whole vector steps of the one-pass statistics and a tail.
+      {"layer_norm wide rows", [](auto& v) { return F::layer_norm(v[0], v[1], v[2]); },
+       [](auto& v) { return layer_norm_formula(v[0], v[1], v[2]); }, {{3, 150}, {150}, {150}}},
+      // Both results used, so the norm's gradient is added to the residual stream's.
+      {"add + layer_norm", [](auto& v) {
+         auto [s, y] = F::add_layer_norm(v[0], v[1], v[2], v[3]);
+         return y + 0.3 * s;
+       },
+       [](auto& v) { return layer_norm_formula(v[0] + v[1], v[2], v[3]) + 0.3 * (v[0] + v[1]); },
+       {{2, 3, 150}, {2, 3, 150}, {150}, {150}}},
+      {"add + layer_norm, no affine", [](auto& v) { return F::add_layer_norm(v[0], v[1]).second; },
+       [](auto& v) { return layer_norm_formula(v[0] + v[1], {}, {}); }, {{4, 9}, {4, 9}}},
       {"cross_entropy mean", [](auto& v) { return F::cross_entropy(v[0], targets()); },
        [](auto& v) { return cross_entropy_formula(v[0], targets(), true); }, {{5, 7}}, -3.0, 3.0},
       {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets(), {.reduction = F::Reduction::none}); },
@@ -185,6 +199,41 @@ TEST_CASE("the fused path runs unless backward is recorded or composite is force
     xg::autograd::CompositeBackwardGuard composite_only;
     CHECK(!xg::autograd::use_fused_backward());
   }
+}
+
+TEST_CASE("one-pass row statistics match two passes in float64, far from zero too", "[fused]") {
+  for (std::int64_t n : {1, 5, 31, 32, 63, 64, 65, 130, 1000}) {
+    INFO("n = " << n);
+    // Spread 1 around 1000: sum and sum of squares would cancel 6 of float32's 7 digits.
+    const auto v = test::values(test::uniform({n}, 999.0, 1001.0, 40 + static_cast<std::uint64_t>(n), false).to(xg::float32));
+    std::vector<float> x(v.begin(), v.end()), other(x.size(), 0.5f), sum(x.size());
+    double mean = 0, var = 0;
+    for (float f : x) mean += f;
+    mean /= static_cast<double>(n);
+    for (float f : x) var += (f - mean) * (f - mean);
+    var /= static_cast<double>(n);
+    const auto [m32, v32] = xg::kernel::row_moments(x.data(), n);
+    CHECK(m32 == Approx(mean).epsilon(1e-6));
+    CHECK(v32 == Approx(var).epsilon(1e-3).margin(1e-6));
+    std::vector<double> xd(x.begin(), x.end());
+    const auto [m64, v64] = xg::kernel::row_moments(xd.data(), n);
+    CHECK(m64 == Approx(mean).epsilon(1e-14));
+    CHECK(v64 == Approx(var).epsilon(1e-10).margin(1e-14));
+    // The fused add writes the sum it takes the statistics of.
+    const auto [ms, vs] = xg::kernel::add_row_moments(x.data(), other.data(), sum.data(), n);
+    for (std::int64_t i = 0; i < n; ++i) REQUIRE(sum[static_cast<std::size_t>(i)] == x[static_cast<std::size_t>(i)] + 0.5f);
+    const auto [mr, vr] = xg::kernel::row_moments(sum.data(), n);
+    CHECK(ms == mr);
+    CHECK(vs == vr);
+  }
+}
+
+TEST_CASE("float32 layer_norm of rows far from zero stays close to float64", "[fused]") {
+  Tensor x64 = test::uniform({4, 768}, 1e4 - 1, 1e4 + 1, 41, false).to(xg::float32).to(xg::float64);
+  Tensor y32 = F::layer_norm(x64.to(xg::float32)), y64 = F::layer_norm(x64);
+  CHECK(xg::allclose(y32.to(xg::float64), y64, 0, 1e-2));
+  auto [s, y] = F::add_layer_norm(x64.to(xg::float32), xg::zeros({4, 768}));
+  CHECK(xg::allclose(y.to(xg::float64), y64, 0, 1e-2));
 }
 
 TEST_CASE("layer_norm reads strided weight and bias like contiguous ones", "[fused]") {

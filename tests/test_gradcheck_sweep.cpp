@@ -167,6 +167,10 @@ const std::vector<OpCase>& cases() {
       {"log_softmax dim 1", [](auto& v) { return F::log_softmax(v[0], 1); }, {{2, 3, 5}}},
       {"layer_norm", [](auto& v) { return F::layer_norm(v[0], v[1], v[2]); }, {{2, 3, 5}, {5}, {5}}},
       {"layer_norm no affine", [](auto& v) { return F::layer_norm(v[0]); }, {{4, 6}}},
+      {"add_layer_norm", [](auto& v) {
+         auto [s, y] = F::add_layer_norm(v[0], v[1], v[2], v[3]);
+         return y * s;
+       }, {{2, 3, 5}, {2, 3, 5}, {5}, {5}}},
       {"layer_norm weight only", [](auto& v) { return F::layer_norm(v[0], v[1], Tensor(), 1e-3); }, {{3, 4}, {4}}},
       {"cross_entropy mean", [](auto& v) { return F::cross_entropy(v[0], targets5()); }, {{5, 4}}},
       {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},

@@ -113,6 +113,14 @@ TEST_CASE("layer norm normalises each token on its own", "[nn][transformer]") {
   // Each row of the output has mean 0 and (biased) variance 1.
   CHECK(xg::allclose(xg::mean(y, {-1}), xg::zeros({4}, {xg::float64}), 0, 1e-12));
   CHECK(xg::allclose(xg::var(y, {-1}, 0), xg::ones({4}, {xg::float64}), 1e-4, 0));
+
+  // With a residual: the sum, and the norm of the sum.
+  Tensor r = test::uniform({4, 6}, -2, 2, 21, false);
+  auto [sum, normed] = ln.forward(x, r);
+  CHECK(xg::allclose(sum, x + r, 0, 0));
+  CHECK(xg::allclose(normed, ln.forward(x + r), 1e-12, 1e-12));
+  test::require_error([&] { ln.forward(test::uniform({4, 5}, -1, 1, 22, false), test::uniform({4, 5}, -1, 1, 23, false)); },
+                      {"LayerNorm", "[4, 5]", "6"});
 }
 
 TEST_CASE("attention: permutation-equivariant, causal, and windowed as specified", "[nn][transformer]") {

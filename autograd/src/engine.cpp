@@ -386,7 +386,7 @@ struct Engine {
   friend bool accumulate_into_grad(std::size_t, const std::function<void(const Tensor&)>&);
   /// accumulate_into_grad for input `input` of the node whose rule is running.
   bool add_into_leaf_grad(const Node& n, std::size_t input, const std::function<void(const Tensor&)>& add) {
-    if (opt.inputs || opt.create_graph || is_anomaly_enabled() || input >= n.inputs_.size()) return false;
+    if (opt.create_graph || is_anomaly_enabled() || input >= n.inputs_.size()) return false;
     const Edge& e = n.inputs_[input];
     if (!e.node) return false;
     auto it = tasks.find(e.node.get());
@@ -400,7 +400,7 @@ struct Engine {
       ++slot.impl()->storage->version;
       return true;
     }
-    if (!e.node->leaf_) return false;
+    if (opt.inputs || !e.node->leaf_) return false;  // autograd::grad leaves .grad alone
     TensorImpl& leaf = *e.node->leaf_;
     std::lock_guard lock(leaf_mutex(&leaf));
     // Hooks must see the finished sum. The buffer is changed in place as accumulate_leaf's add_ would.

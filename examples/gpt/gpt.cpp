@@ -145,8 +145,9 @@ Block::Block(const GPTConfig& c, std::int64_t layer) : Module("Block") {
   mlp = register_module("mlp", std::make_shared<MLP>(c));
 }
 Tensor Block::forward(const Tensor& x, nn::KVCache* cache) {
-  Tensor h = x + attn->forward(ln_1->forward(x), Tensor(), cache);  // residual: the gradient passes straight through
-  return h + mlp->forward(ln_2->forward(h));
+  // h = x + attn(...) (the residual: the gradient passes straight through) and ln_2(h), in one pass.
+  auto [h, normed] = ln_2->forward(x, attn->forward(ln_1->forward(x), Tensor(), cache));
+  return h + mlp->forward(normed);
 }
 
 Transformer::Transformer(const GPTConfig& c) : Module("ModuleDict") {

@@ -17,11 +17,17 @@ LayerNorm::LayerNorm(const LayerNormOptions& o) : Module("LayerNorm"), options_(
     if (o.bias_) bias = register_parameter("bias", zeros({o.size_}, {o.dtype_}));
   }
 }
-Tensor LayerNorm::forward(const Tensor& x) {
+void LayerNorm::check_input(const Tensor& x) const {
   if (x.dim() == 0 || x.shape().back() != options_.size_)
-    fail("LayerNorm: input {} does not end in the normalized size {}", shape_str(x.shape()),
-                            options_.size_);
+    fail("LayerNorm: input {} does not end in the normalized size {}", shape_str(x.shape()), options_.size_);
+}
+Tensor LayerNorm::forward(const Tensor& x) {
+  check_input(x);
   return functional::layer_norm(x, weight, bias, options_.eps_);
+}
+std::pair<Tensor, Tensor> LayerNorm::forward(const Tensor& x, const Tensor& residual) {
+  check_input(x);
+  return functional::add_layer_norm(x, residual, weight, bias, options_.eps_);
 }
 std::string LayerNorm::extra_repr() const {
   return fmt::format("({},), eps={}, elementwise_affine={}, bias={}", options_.size_, options_.eps_,

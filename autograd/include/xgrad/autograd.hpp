@@ -203,10 +203,11 @@ void remove_post_accumulate_grad_hook(const Tensor& leaf, std::uint64_t id);
 /// summed for that input (a GEMM with beta = 1, rows scattered into place), instead of returning a tensor
 /// the engine then adds: calls add(buffer) and returns true when there is such a buffer to change in place,
 /// either this backward's sum so far (contiguous, referred to by nothing else) or, for a leaf nothing else
-/// has contributed to yet in this backward, its .grad (contiguous, no hooks); never under create_graph,
-/// grad() or anomaly mode. The rule then returns an undefined gradient for that input. Otherwise returns
-/// false and the rule returns its gradient as usual. Saves a full-size temporary and a read-add-write pass
-/// for weights over micro-batches and for an embedding table shared with the output layer.
+/// has contributed to yet in this backward, its .grad (contiguous, no hooks; not under grad()); never under
+/// create_graph or anomaly mode. The rule then returns an undefined gradient for that input. Otherwise
+/// returns false and the rule returns its gradient as usual. Saves a full-size temporary and a
+/// read-add-write pass for weights over micro-batches, for an embedding table shared with the output layer,
+/// and for a residual stream whose gradient a layer norm adds to.
 bool accumulate_into_grad(std::size_t input, const std::function<void(const Tensor& grad)>& add);
 
 /// Queues `fn` to run on this thread when the outermost backward now running has finished (like

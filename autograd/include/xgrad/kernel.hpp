@@ -241,6 +241,14 @@ double row_dot(const double* a, const double* b, std::int64_t n);
 float row_sum(const float* a, std::int64_t n);
 double row_sum(const double* a, std::int64_t n);
 
+/// {mean, population variance} of x[0, n) in one pass (Welford's update, vectorised): no cancellation when
+/// the mean is large against the spread.
+std::pair<float, float> row_moments(const float* x, std::int64_t n);
+std::pair<double, double> row_moments(const double* x, std::int64_t n);
+/// s = a + b over n values and the moments of s, in the same pass.
+std::pair<float, float> add_row_moments(const float* a, const float* b, float* s, std::int64_t n);
+std::pair<double, double> add_row_moments(const double* a, const double* b, double* s, std::int64_t n);
+
 /// y = gelu(x) over n values (exact, or GPT-2's tanh form) and dx = g gelu'(x): the kernels behind xg::gelu,
 /// for fused ops that apply it to rows they hold. Each value's result does not depend on where it sits.
 void gelu_values(const float* x, float* y, std::int64_t n, bool tanh_approximation);

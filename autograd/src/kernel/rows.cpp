@@ -7,8 +7,10 @@
 #include <xsimd/xsimd.hpp>
 #pragma GCC diagnostic pop
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "xgrad/kernel.hpp"
 
@@ -74,6 +76,58 @@ T sum_of(const T* a, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) s += a[i];
   return s;
 }
+/// Mean and population variance of the values load(i) yields, in one pass: Welford's update in each lane
+/// of kLanes independent batches (all lanes count alike, so one reciprocal serves them), the lanes merged
+/// by Chan's formula, the tail added one by one. Unlike sum and sum of squares it does not cancel when the
+/// mean is large against the spread.
+template <class T, class Load>
+std::pair<T, T> moments_of(std::int64_t n, Load load) {
+  using B = xsimd::batch<T>;
+  constexpr std::int64_t W = B::size, kLanes = 4, step = W * kLanes;
+  B mean[kLanes], m2[kLanes];
+  for (std::int64_t l = 0; l < kLanes; ++l) mean[l] = m2[l] = B(T(0));
+  std::int64_t i = 0, k = 0;
+  for (; i + step <= n; i += step) {
+    const B inv(T(1) / T(++k));
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      const B v = load(i + l * W);
+      const B d = v - mean[l];
+      mean[l] = xsimd::fma(d, inv, mean[l]);
+      m2[l] = xsimd::fma(d, v - mean[l], m2[l]);
+    }
+  }
+  T mu = 0, sq = 0;
+  if (k > 0) {
+    alignas(64) T means[step], sqs[step];
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      mean[l].store_aligned(means + l * W);
+      m2[l].store_aligned(sqs + l * W);
+    }
+    for (std::int64_t j = 0; j < step; ++j) mu += means[j];
+    mu /= T(step);
+    for (std::int64_t j = 0; j < step; ++j) sq += sqs[j] + T(k) * (means[j] - mu) * (means[j] - mu);
+  }
+  alignas(64) T tail[W];
+  for (std::int64_t c = i; i < n; i += W) {  // whole batches past the lanes' part, then the last partial one
+    load(i).store_aligned(tail);
+    for (std::int64_t j = 0; j < W && i + j < n; ++j) {
+      const T d = tail[j] - mu;
+      mu += d / T(++c);
+      sq += d * (tail[j] - mu);
+    }
+  }
+  return {mu, sq / T(std::max<std::int64_t>(n, 1))};
+}
+
+/// Loads a batch of x at i, padding past n with zeros (only the tail loop reads past the end).
+template <class T>
+xsimd::batch<T> load_padded(const T* x, std::int64_t i, std::int64_t n) {
+  using B = xsimd::batch<T>;
+  if (i + static_cast<std::int64_t>(B::size) <= n) return B::load_unaligned(x + i);
+  alignas(64) T buf[B::size] = {};
+  std::copy(x + i, x + n, buf);
+  return B::load_aligned(buf);
+}
 }  // namespace
 
 float row_max(const float* x, std::int64_t n) { return max_of(x, n); }
@@ -84,5 +138,35 @@ float row_dot(const float* a, const float* b, std::int64_t n) { return dot_of(a,
 double row_dot(const double* a, const double* b, std::int64_t n) { return dot_of(a, b, n); }
 float row_sum(const float* a, std::int64_t n) { return sum_of(a, n); }
 double row_sum(const double* a, std::int64_t n) { return sum_of(a, n); }
+
+namespace {
+template <class T>
+std::pair<T, T> moments(const T* x, std::int64_t n) {
+  return moments_of<T>(n, [&](std::int64_t i) { return load_padded(x, i, n); });
+}
+template <class T>
+std::pair<T, T> add_moments(const T* a, const T* b, T* s, std::int64_t n) {
+  return moments_of<T>(n, [&](std::int64_t i) {
+    const auto v = load_padded(a, i, n) + load_padded(b, i, n);
+    if (i + static_cast<std::int64_t>(v.size) <= n) {
+      v.store_unaligned(s + i);
+    } else {
+      alignas(64) T buf[v.size];
+      v.store_aligned(buf);
+      std::copy(buf, buf + (n - i), s + i);
+    }
+    return v;
+  });
+}
+}  // namespace
+
+std::pair<float, float> row_moments(const float* x, std::int64_t n) { return moments(x, n); }
+std::pair<double, double> row_moments(const double* x, std::int64_t n) { return moments(x, n); }
+std::pair<float, float> add_row_moments(const float* a, const float* b, float* s, std::int64_t n) {
+  return add_moments(a, b, s, n);
+}
+std::pair<double, double> add_row_moments(const double* a, const double* b, double* s, std::int64_t n) {
+  return add_moments(a, b, s, n);
+}
 
 }  // namespace xg::kernel

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 #include "xgrad/ops.hpp"
 #include "xgrad/tensor.hpp"
@@ -28,6 +29,11 @@ Tensor log_softmax(const Tensor& x, std::int64_t dim = -1);
 /// Normalises over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, with weight and bias of
 /// shape [C] (either may be undefined). Mean and 1/std are saved per row for the backward pass.
 Tensor layer_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias = {}, double eps = 1e-5);
+/// {sum, layer_norm(sum, weight, bias, eps)} with sum = x + residual (same shapes): a pre-norm transformer
+/// block's residual add and the next norm in one pass per row. The two results are an add and a layer_norm
+/// to autograd, with the same gradients.
+std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight = {},
+                                         const Tensor& bias = {}, double eps = 1e-5);
 
 enum class Reduction { none, mean, sum };
 

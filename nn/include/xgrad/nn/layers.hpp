@@ -36,10 +36,14 @@ class LayerNorm : public Module {
   explicit LayerNorm(const LayerNormOptions& options);
   explicit LayerNorm(std::int64_t size) : LayerNorm(LayerNormOptions(size)) {}
   Tensor forward(const Tensor& x) override;
+  /// {x + residual, forward(x + residual)} in one pass (functional::add_layer_norm): a pre-norm block's
+  /// residual add and this norm.
+  std::pair<Tensor, Tensor> forward(const Tensor& x, const Tensor& residual);
   std::string extra_repr() const override;
   Tensor weight, bias;  // undefined when switched off
 
  private:
+  void check_input(const Tensor& x) const;
   LayerNormOptions options_;
 };
 
