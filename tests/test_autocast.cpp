@@ -87,6 +87,27 @@ TEST_CASE("autocast: an op recorded under autocast runs its backward products in
   for (std::size_t i = 0; i < gb.size(); ++i) REQUIRE(gb[i] == Approx(db[i]).margin(1e-4).epsilon(1e-5));
 }
 
+TEST_CASE("autocast: linear's bf16 copies made in forward give backward the products of fresh ones") {
+  namespace F = xg::nn::functional;
+  for (auto act : {F::Activation::none, F::Activation::gelu}) {
+    Tensor x = randn({20, 64}, 8).requires_grad_(), w = randn({30, 64}, 9).requires_grad_(),
+           b = randn({30}, 10).requires_grad_(), g = randn({20, 30}, 11);
+    Tensor fused, plain;
+    {
+      xg::autocast on;
+      fused = F::linear(x, w, b, act);
+      plain = xg::matmul(x, w.t()) + b;  // matmul rounds its operands on every product
+      if (act == F::Activation::gelu) plain = xg::gelu(plain);
+    }
+    auto gf = xg::autograd::grad({fused}, {x, w, b}, {g}), gp = xg::autograd::grad({plain}, {x, w, b}, {g});
+    CHECK(xg::allclose(fused, plain, 1e-5, 1e-5));
+    for (std::size_t i = 0; i < gf.size(); ++i) {
+      INFO("input " << i);
+      CHECK(xg::allclose(gf[i], gp[i], 1e-5, 1e-4));
+    }
+  }
+}
+
 TEST_CASE("autocast: float64 and integer products are unchanged") {
   Tensor a = test::uniform({5, 7}, -1, 1, 6, false), b = test::uniform({7, 3}, -1, 1, 7, false);
   Tensor plain = xg::matmul(a, b);

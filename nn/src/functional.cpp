@@ -3,6 +3,8 @@
 #include "xgrad/nn/functional.hpp"
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/kernel.hpp"
@@ -20,18 +22,34 @@ bool tanh_form(Activation a) { return a == Activation::gelu_tanh; }
 /// y [rows, out] = act(x [rows, in] W^T (+ b)). Without an activation each row starts as the bias and the
 /// GEMM adds into it (beta = 1), so the bias costs no pass of its own. With one, the GEMM writes the
 /// pre-activation h and a single pass per row adds the bias (in h, kept for backward) and applies it.
+/// gemm with alpha = 1, passing operands rounded to bf16 before (float32 under autocast) along.
+template <class T>
+void gemm_reusing(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
+                  const T* b, std::int64_t ldb, T beta, T* c, std::int64_t ldc, const Bf16Operand& a16,
+                  const Bf16Operand& b16) {
+  if constexpr (std::is_same_v<T, float>)
+    gemm(ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc, a16, b16);
+  else
+    gemm(ta, tb, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc);
+}
+
+/// x and W rounded to bf16 once under autocast, for the forward product and the backward ones.
+struct Bf16Inputs {
+  Bf16Operand x, w;
+};
+
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, T* h, std::int64_t rows, std::int64_t in,
-                    std::int64_t out, Activation act) {
+                    std::int64_t out, Activation act, const Bf16Inputs& r16) {
   if (!has_gelu(act)) {
     if (b)
       parallel_for(rows, row_grain(out), [&](std::int64_t r0, std::int64_t r1) {
         for (std::int64_t r = r0; r < r1; ++r) std::copy_n(b, out, y + r * out);
       });
-    gemm(false, true, rows, out, in, T(1), x, in, w, in, b ? T(1) : T(0), y, out);
+    gemm_reusing(false, true, rows, out, in, x, in, w, in, b ? T(1) : T(0), y, out, r16.x, r16.w);
     return;
   }
-  gemm(false, true, rows, out, in, T(1), x, in, w, in, T(0), h, out);
+  gemm_reusing(false, true, rows, out, in, x, in, w, in, T(0), h, out, r16.x, r16.w);
   parallel_for(rows, row_grain(out), [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       T* hr = h + r * out;
@@ -70,6 +88,7 @@ struct LinearRule {
   bool bf16;  // recorded under autocast: the backward products run in bf16 too
   Activation act;
   Tensor h;  // the pre-activation x W^T + b, when there is an activation
+  Bf16Inputs r16;
 
   Grads fused(const Tensor& g) const {
     autocast precision(bf16);
@@ -92,13 +111,16 @@ struct LinearRule {
         bias_pass(nullptr, false);
       }
       const T* go = dh.defined() ? ptr<T>(dh) : ptr<T>(gc);  // the gradient at the GEMM's output
+      Bf16Operand g16;
+      if constexpr (std::is_same_v<T, float>)
+        if (gx && gw) g16 = Bf16Operand(go, rows, out, out);  // one rounding for both products
       if (gx) {  // dx = g W
         dx = empty(xv.shape(), {xv.dtype()});
-        gemm(false, false, rows, in, out, T(1), go, out, ptr<T>(wc), in, T(0), ptr<T>(dx), in);
+        gemm_reusing(false, false, rows, in, out, go, out, ptr<T>(wc), in, T(0), ptr<T>(dx), in, g16, r16.w);
       }
       // dW = g^T x summed over every row: added by the GEMM (beta = 1) into .grad or this backward's sum.
       auto weight_grad = [&](const Tensor& into, T beta) {
-        gemm(true, false, out, in, rows, T(1), go, out, ptr<T>(xc), in, beta, write_ptr<T>(into), in);
+        gemm_reusing(true, false, out, in, rows, go, out, ptr<T>(xc), in, beta, write_ptr<T>(into), in, g16, r16.x);
       };
       if (gw && !autograd::accumulate_into_grad(1, [&](const Tensor& buf) { weight_grad(buf, T(1)); })) {
         dw = empty(wv.shape(), {wv.dtype()});
@@ -142,16 +164,25 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
   shape.back() = out;
   Tensor y = empty(shape, {x.dtype()});
   Tensor h = has_gelu(activation) ? empty(shape, {x.dtype()}) : Tensor();
+  Bf16Inputs r16;
   dispatch_float(x.dtype(), "linear", [&]<class T>() {
     Tensor xc = contiguous_data(x), wc = contiguous_data(weight), bc = bias.defined() ? contiguous_data(bias) : Tensor();
+    if constexpr (std::is_same_v<T, float>) {
+      // Under autocast, rounded once here for the backward products too (the saved tensors' versions
+      // are checked there, so the copies cannot be stale).
+      r16.x = Bf16Operand(ptr<float>(xc), rows, in, in);
+      r16.w = Bf16Operand(ptr<float>(wc), out, in, in);
+    }
     linear_forward<T>(ptr<T>(xc), ptr<T>(wc), bc.defined() ? ptr<T>(bc) : nullptr, ptr<T>(y),
-                      h.defined() ? ptr<T>(h) : nullptr, rows, in, out, activation);
+                      h.defined() ? ptr<T>(h) : nullptr, rows, in, out, activation, r16);
   });
+  if (!weight.requires_grad()) r16.x = {};  // kept only for the backward products that need them
+  if (!x.requires_grad()) r16.w = {};
   const bool gb = bias.defined() && bias.requires_grad();
   return autograd::record_fused(has_gelu(activation) ? "linear_gelu" : "linear", {x, weight, bias}, y,
                                 LinearRule{Saved(x), Saved(weight), has_gelu(activation) ? Saved(bias) : Saved(),
                                            x.requires_grad(), weight.requires_grad(), gb, is_autocast_enabled(),
-                                           activation, h});
+                                           activation, h, std::move(r16)});
 }
 
 // ---- dropout, embedding -------------------------------------------------------------------------------

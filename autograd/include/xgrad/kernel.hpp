@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
@@ -227,6 +228,26 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, floa
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
           std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc);
+
+/// An operand of autocast's bf16 GEMMs rounded once and reused, as PyTorch's autocast keeps bf16 copies of
+/// weights: a linear layer's weight and input from forward to backward, its output gradient for both
+/// backward products. Empty, and ignored, unless autocast is on and the CPU multiplies bf16 natively.
+class Bf16Operand {
+ public:
+  Bf16Operand() = default;
+  /// The stored rows x cols matrix at src (leading dimension ld), rounded to bf16 and compacted.
+  Bf16Operand(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t ld);
+  const std::uint16_t* data() const { return bits_ ? static_cast<const std::uint16_t*>(bits_->data) : nullptr; }
+
+ private:
+  // Tensor storage, from the caching allocator (fresh pages would be faulted in at every step); shared:
+  // backward rules are copied.
+  std::shared_ptr<Storage> bits_;
+};
+/// gemm with a and / or b given as rounded once before (each must be the stored matrix of op(a) / op(b)).
+void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+          std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+          const Bf16Operand& a16, const Bf16Operand& b16);
 
 /// max of x[0, n) (-inf when n = 0).
 float row_max(const float* x, std::int64_t n);

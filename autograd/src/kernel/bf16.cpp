@@ -106,19 +106,29 @@ dnnl::matmul primitive_for(const Key& key) {
 }
 
 void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                      std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
+                      std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                      const std::uint16_t* a16, const std::uint16_t* b16) {
   thread_local std::vector<std::uint16_t> pa, pb;
   const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
-  pa.resize(static_cast<std::size_t>(ar * ac));
-  pb.resize(static_cast<std::size_t>(br * bc));
-  pack_bf16(a, ar, ac, lda, pa.data());
-  pack_bf16(b, br, bc, ldb, pb.data());
+  if (!a16) {
+    pa.resize(static_cast<std::size_t>(ar * ac));
+    pack_bf16(a, ar, ac, lda, pa.data());
+    a16 = pa.data();
+  }
+  if (!b16) {
+    pb.resize(static_cast<std::size_t>(br * bc));
+    pack_bf16(b, br, bc, ldb, pb.data());
+    b16 = pb.data();
+  }
   const Key key{m, n, k, ldc, ta, tb, alpha, beta};
   dnnl::matmul prim = primitive_for(key);
   using dt = dnnl::memory::data_type;
   auto& eng = cpu_engine();
-  dnnl::memory am({{m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1}}, eng, pa.data());
-  dnnl::memory bm({{k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1}}, eng, pb.data());
+  // oneDNN takes non-const handles; it only reads the sources.
+  dnnl::memory am({{m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1}}, eng,
+                  const_cast<std::uint16_t*>(a16));
+  dnnl::memory bm({{k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1}}, eng,
+                  const_cast<std::uint16_t*>(b16));
   dnnl::memory cm({{m, n}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, c);
   thread_local dnnl::stream stream(eng);
   prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
@@ -142,12 +152,20 @@ bool kernel::detail::bf16_native() {
 
 void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
-                               float* c, std::int64_t ldc) {
+                               float* c, std::int64_t ldc, const std::uint16_t* a16, const std::uint16_t* b16) {
 #ifdef XGRAD_HAVE_ONEDNN
   static const bool native = bf16_native();
-  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16);
 #endif
+  (void)a16;  // only made when native (Bf16Operand)
+  (void)b16;
   rounded_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+kernel::Bf16Operand::Bf16Operand(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t ld) {
+  if (!is_autocast_enabled() || rows <= 0 || cols <= 0 || !detail::bf16_native()) return;
+  bits_ = std::make_shared<Storage>(static_cast<std::size_t>(checked_mul(checked_mul(rows, cols, "bf16 operand"), 2, "bf16 operand")));
+  pack_bf16(src, rows, cols, ld, static_cast<std::uint16_t*>(bits_->data));
 }
 
 }  // namespace xg

@@ -138,6 +138,15 @@ void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
   detail::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                  std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                  const Bf16Operand& a16, const Bf16Operand& b16) {
+  detail::adopt_pool_size();
+  if (is_autocast_enabled() && m > 0 && n > 0 && k > 0)
+    return detail::bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16.data(), b16.data());
+  detail::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                            std::int64_t ldc) {

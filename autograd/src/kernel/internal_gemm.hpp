@@ -8,9 +8,10 @@ namespace xg::kernel::detail {
 /// float32 GEMM on the chosen backend, ignoring autocast.
 void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
-/// bf16 operands, float32 accumulation.
+/// bf16 operands, float32 accumulation; a16 / b16, when not null, are a and b already rounded (compact).
 void bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+               std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+               const std::uint16_t* a16 = nullptr, const std::uint16_t* b16 = nullptr);
 /// Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX) through oneDNN.
 bool bf16_native();
 /// Sets this thread's OpenMP thread count to the pool's size: OpenBLAS's OpenMP build and oneDNN follow
