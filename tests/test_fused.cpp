@@ -228,6 +228,23 @@ TEST_CASE("one-pass row statistics match two passes in float64, far from zero to
   }
 }
 
+TEST_CASE("one-pass row statistics keep their precision with an outlier first", "[fused]") {
+  // The shift is the first value: here it is far from all the others.
+  for (std::int64_t n : {64, 768, 1001}) {
+    auto v = test::values(test::uniform({n}, -1.0, 1.0, 60 + static_cast<std::uint64_t>(n), false).to(xg::float32));
+    std::vector<float> x(v.begin(), v.end());
+    x[0] = 1e4f;
+    double mean = 0, var = 0;
+    for (float f : x) mean += f;
+    mean /= static_cast<double>(n);
+    for (float f : x) var += (f - mean) * (f - mean);
+    var /= static_cast<double>(n);
+    const auto [m, s2] = xg::kernel::row_moments(x.data(), n);
+    CHECK(m == Approx(mean).margin(1e-5 * std::sqrt(var)));  // what normalising by the spread sees
+    CHECK(s2 == Approx(var).epsilon(1e-4));
+  }
+}
+
 TEST_CASE("float32 layer_norm of rows far from zero stays close to float64", "[fused]") {
   Tensor x64 = test::uniform({4, 768}, 1e4 - 1, 1e4 + 1, 41, false).to(xg::float32).to(xg::float64);
   Tensor y32 = F::layer_norm(x64.to(xg::float32)), y64 = F::layer_norm(x64);

@@ -262,8 +262,8 @@ double row_dot(const double* a, const double* b, std::int64_t n);
 float row_sum(const float* a, std::int64_t n);
 double row_sum(const double* a, std::int64_t n);
 
-/// {mean, population variance} of x[0, n) in one pass (Welford's update, vectorised): no cancellation when
-/// the mean is large against the spread.
+/// {mean, population variance} of x[0, n) in one pass (sums shifted by x[0], vectorised): no cancellation
+/// when the mean is large against the spread.
 std::pair<float, float> row_moments(const float* x, std::int64_t n);
 std::pair<double, double> row_moments(const double* x, std::int64_t n);
 /// s = a + b over n values and the moments of s, in the same pass.
