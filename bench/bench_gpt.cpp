@@ -74,10 +74,16 @@ int main(int argc, char** argv) {
     const double flops = (6.0 * static_cast<double>(model.num_parameters(true)) + 12.0 * c.n_layer * c.n_embd * seq) *
                          static_cast<double>(batch * seq);
     const double peak = gemm_peak_gflops(false), bf16_peak = gemm_peak_gflops(true);
-    fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}, \"gflops\": {:.1f}, "
-               "\"sgemm_peak_gflops\": {:.1f}, \"bf16_gemm_peak_gflops\": {:.1f}, \"cpu\": \"{}\", \"gemm\": \"{}\"}}\n",
-               batch * seq / sec, sec * 1e3, peak_mb(), flops / sec / 1e9, peak, bf16_peak, bench::cpu_model(),
-               xg::kernel::gemm_backend_name());
+    // What training must hold whatever the activations: weights, their gradients, the optimizer's state.
+    double state_bytes = 0;
+    auto bytes = [](const xg::Tensor& t) { return t.defined() ? static_cast<double>(t.numel()) * xg::dtype_size(t.dtype()) : 0.0; };
+    for (const auto& p : model.parameters()) state_bytes += bytes(p) + bytes(p.grad());
+    for (const auto& [key, t] : opt.state_dict()) state_bytes += bytes(t);
+    fmt::print("{{\"tokens_per_sec\": {:.1f}, \"step_ms\": {:.3f}, \"peak_mb\": {:.1f}, \"state_mb\": {:.1f}, "
+               "\"gflops\": {:.1f}, \"sgemm_peak_gflops\": {:.1f}, \"bf16_gemm_peak_gflops\": {:.1f}, \"cpu\": \"{}\", "
+               "\"gemm\": \"{}\"}}\n",
+               batch * seq / sec, sec * 1e3, peak_mb(), state_bytes / (1024.0 * 1024.0), flops / sec / 1e9, peak, bf16_peak,
+               bench::cpu_model(), xg::kernel::gemm_backend_name());
   } else {
     gpt::SampleOptions o;
     o.max_new_tokens = 64;
