@@ -201,17 +201,24 @@ TEST_CASE("the fused path runs unless backward is recorded or composite is force
   }
 }
 
+namespace {
+/// Mean and population variance in float64, the textbook two passes.
+std::pair<double, double> two_pass_moments(const std::vector<float>& x) {
+  double mean = 0, var = 0;
+  for (float f : x) mean += f;
+  mean /= static_cast<double>(x.size());
+  for (float f : x) var += (f - mean) * (f - mean);
+  return {mean, var / static_cast<double>(x.size())};
+}
+}  // namespace
+
 TEST_CASE("one-pass row statistics match two passes in float64, far from zero too", "[fused]") {
   for (std::int64_t n : {1, 5, 31, 32, 63, 64, 65, 130, 1000}) {
     INFO("n = " << n);
     // Spread 1 around 1000: sum and sum of squares would cancel 6 of float32's 7 digits.
     const auto v = test::values(test::uniform({n}, 999.0, 1001.0, 40 + static_cast<std::uint64_t>(n), false).to(xg::float32));
     std::vector<float> x(v.begin(), v.end()), other(x.size(), 0.5f), sum(x.size());
-    double mean = 0, var = 0;
-    for (float f : x) mean += f;
-    mean /= static_cast<double>(n);
-    for (float f : x) var += (f - mean) * (f - mean);
-    var /= static_cast<double>(n);
+    const auto [mean, var] = two_pass_moments(x);
     const auto [m32, v32] = xg::kernel::row_moments(x.data(), n);
     CHECK(m32 == Approx(mean).epsilon(1e-6));
     CHECK(v32 == Approx(var).epsilon(1e-3).margin(1e-6));
@@ -234,11 +241,7 @@ TEST_CASE("one-pass row statistics keep their precision with an outlier first", 
     auto v = test::values(test::uniform({n}, -1.0, 1.0, 60 + static_cast<std::uint64_t>(n), false).to(xg::float32));
     std::vector<float> x(v.begin(), v.end());
     x[0] = 1e4f;
-    double mean = 0, var = 0;
-    for (float f : x) mean += f;
-    mean /= static_cast<double>(n);
-    for (float f : x) var += (f - mean) * (f - mean);
-    var /= static_cast<double>(n);
+    const auto [mean, var] = two_pass_moments(x);
     const auto [m, s2] = xg::kernel::row_moments(x.data(), n);
     CHECK(m == Approx(mean).margin(1e-5 * std::sqrt(var)));  // what normalising by the spread sees
     CHECK(s2 == Approx(var).epsilon(1e-4));

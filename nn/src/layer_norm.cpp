@@ -113,7 +113,8 @@ struct LayerNormRule {
   Grads fused(const Tensor& g) const {
     const Tensor &xv = x.get(), &wv = w.get(), &bv = b.get();
     return dispatch_float(xv.dtype(), "layer_norm_backward", [&]<class T>() {
-      auto [rows, n] = rows_of(xv);
+      const auto shape2d = rows_of(xv);  // no structured binding: the lambda below captures them (clang 14)
+      const std::int64_t rows = shape2d.first, n = shape2d.second;
       Tensor xc = contiguous_data(xv), gc = contiguous_data(g), wc = wv.defined() ? contiguous_data(wv) : Tensor();
       Tensor dx;
       Tensor dw = wv.defined() ? zeros(wv.shape(), {xv.dtype()}) : Tensor();
