@@ -30,6 +30,13 @@ struct MaskRule {
     if (window > 0 && j <= pos - window) return false;
     return true;
   }
+  /// The keys [first, last) row i may see, within [0, s).
+  std::pair<std::int64_t, std::int64_t> visible(std::int64_t i, std::int64_t s) const {
+    const std::int64_t pos = i + shift;
+    const std::int64_t last = causal || window > 0 ? std::clamp<std::int64_t>(pos + 1, 0, s) : s;
+    const std::int64_t first = window > 0 ? std::clamp<std::int64_t>(pos - window + 1, 0, last) : 0;
+    return {first, last};
+  }
 };
 
 /// The causal/window rule as a constant 0/1 [T, S] tensor.
@@ -109,8 +116,8 @@ std::int64_t tile_rows(const Dims& z) { return std::max<std::int64_t>(32, 32768 
 
 Tile tile_at(const MaskRule& rule, const Dims& z, std::int64_t i0) {
   Tile t{i0, std::min(z.t, i0 + tile_rows(z)), 0, z.s};
-  if (rule.causal || rule.window > 0) t.j1 = std::clamp<std::int64_t>(t.i1 - 1 + rule.shift + 1, 0, z.s);
-  if (rule.window > 0) t.j0 = std::clamp<std::int64_t>(t.i0 + rule.shift - rule.window + 1, 0, t.j1);
+  t.j1 = rule.visible(t.i1 - 1, z.s).second;  // the last row sees furthest, the first row from furthest back
+  t.j0 = std::min(rule.visible(t.i0, z.s).first, t.j1);
   return t;
 }
 
@@ -120,10 +127,21 @@ void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, c
                    T scale, const Dims& z, const Tile& tile, T* p) {
   const std::int64_t nk = tile.keys();
   gemm(false, true, tile.rows(), nk, z.d, scale, q + tile.i0 * ldq, ldq, k + tile.j0 * ldk, ldk, T(0), p, nk);
-  for (std::int64_t i = tile.i0; i < tile.i1; ++i)
-    for (std::int64_t j = tile.j0; j < tile.j1; ++j)
-      if (!rule.allowed(i, j) || (pad && pad[i * z.s + j] == 0.0))
-        p[(i - tile.i0) * nk + (j - tile.j0)] = -std::numeric_limits<T>::infinity();
+  constexpr T ninf = -std::numeric_limits<T>::infinity();
+  for (std::int64_t i = tile.i0; i < tile.i1; ++i) {
+    // The rule as two ranges per row (no test per element); the padding mask element by element.
+    T* row = p + (i - tile.i0) * nk;  // key j at row[j - j0]
+    const auto [first, last] = rule.visible(i, z.s);
+    const std::int64_t lo = std::clamp(first, tile.j0, tile.j1) - tile.j0,
+                       hi = std::clamp(last, tile.j0 + lo, tile.j1) - tile.j0;
+    std::fill(row, row + lo, ninf);
+    std::fill(row + hi, row + nk, ninf);
+    if (pad) {
+      const double* pr = pad + i * z.s + tile.j0;
+      for (std::int64_t j = lo; j < hi; ++j)
+        if (pr[j] == 0.0) row[j] = ninf;
+    }
+  }
 }
 
 /// One (batch, head) block forward, tile by tile: p = softmax(masked scores) per row, lse [T] = each row's
