@@ -235,6 +235,19 @@ TEST_CASE("one-pass row statistics match two passes in float64, far from zero to
   }
 }
 
+TEST_CASE("row kernels given no values (n <= 0) write nothing", "[fused]") {
+  std::vector<float> x{1.f, 2.f}, y{7.f, 7.f};
+  for (std::int64_t n : {0, -1}) {
+    xg::kernel::gelu_values(x.data(), y.data(), n, false);
+    xg::kernel::gelu_values(x.data(), y.data(), n, true);
+    xg::kernel::gelu_backward_values(x.data(), x.data(), y.data(), n, false);
+    CHECK(y == std::vector<float>{7.f, 7.f});
+    const auto [m, v] = xg::kernel::row_moments(x.data(), n);
+    CHECK(m == 0.f);
+    CHECK(v == 0.f);
+  }
+}
+
 TEST_CASE("one-pass row statistics keep their precision with an outlier first", "[fused]") {
   // The shift is the first value: here it is far from all the others.
   for (std::int64_t n : {64, 768, 1001}) {

@@ -132,10 +132,7 @@ std::string kernel::gemm_backend_name() {
 
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
-  detail::adopt_pool_size();
-  if (is_autocast_enabled() && m > 0 && n > 0 && k > 0)
-    return detail::bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  detail::sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, Bf16Operand(), Bf16Operand());
 }
 
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,

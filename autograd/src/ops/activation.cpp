@@ -62,19 +62,14 @@ void gelu_backward_f32(const float* g, const float* x, float* dx, std::int64_t n
   });
 }
 
-/// The same formulas in xtensor for float64 and the tanh form, over a flat range.
-template <class T>
-auto flat(const T* p, std::int64_t n) {
-  const auto len = static_cast<std::size_t>(n);
-  return xt::adapt(const_cast<T*>(p), len, xt::no_ownership(), std::array<std::size_t, 1>{len});
-}
-
+/// float32 exact GELU in xsimd batches; float64 and the tanh form as xtensor expressions over the range.
 template <class T>
 void gelu_values_of(const T* x, T* y, std::int64_t n, bool approx) {
+  if (n <= 0) return;
   if constexpr (std::is_same_v<T, float>)
     if (!approx) return gelu_f32(x, y, n);
-  auto a = flat(x, n);
-  auto o = flat(y, n);
+  auto a = flat_view(x, n);
+  auto o = flat_view(y, n);
   if (!approx)
     xt::noalias(o) = T(0.5) * a * (T(1) + xt::erf(a * T(M_SQRT1_2)));
   else
@@ -83,11 +78,12 @@ void gelu_values_of(const T* x, T* y, std::int64_t n, bool approx) {
 
 template <class T>
 void gelu_backward_values_of(const T* g, const T* x, T* dx, std::int64_t n, bool approx) {
+  if (n <= 0) return;
   if constexpr (std::is_same_v<T, float>)
     if (!approx) return gelu_backward_f32(g, x, dx, n);
-  auto gg = flat(g, n);
-  auto v = flat(x, n);
-  auto o = flat(dx, n);
+  auto gg = flat_view(g, n);
+  auto v = flat_view(x, n);
+  auto o = flat_view(dx, n);
   if (!approx) {
     xt::noalias(o) = gg * (T(0.5) * (T(1) + xt::erf(v * T(M_SQRT1_2))) + v * xt::exp(T(-0.5) * v * v) * T(kInvSqrt2Pi));
     return;

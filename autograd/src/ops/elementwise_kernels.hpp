@@ -110,11 +110,16 @@ void inplace_kernel(const Tensor& self, const Tensor& other, F f) {
                   });
 }
 
+/// An xtensor view of n values at p (n >= 0).
+template <class T>
+auto flat_view(const T* p, std::int64_t n) {
+  const auto len = static_cast<std::size_t>(n);
+  return xt::adapt(const_cast<T*>(p), len, xt::no_ownership(), std::array<std::size_t, 1>{len});
+}
 /// xtensor views of [begin, end) of flat contiguous data.
 template <class T>
 auto flat_view(const Tensor& t, std::int64_t begin, std::int64_t end) {
-  const auto n = static_cast<std::size_t>(end - begin);
-  return xt::adapt(ptr<T>(t) + begin, n, xt::no_ownership(), std::array<std::size_t, 1>{n});
+  return flat_view(ptr<T>(t) + begin, end - begin);
 }
 
 /// out = expr(x) elementwise, as one xtensor expression over the flat contiguous data (xsimd-vectorised),
