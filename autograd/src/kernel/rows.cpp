@@ -54,9 +54,14 @@ T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
     acc += v;
   }
   T sum = fold_lanes(acc, T(0), [](T a, T b) { return a + b; });
-  for (; i < n; ++i) {
-    y[i] = std::exp(x[i] - shift);
-    sum += y[i];
+  if (i < n) {  // the tail through one padded batch: scalar std::exp costs as much as a batch per element
+    alignas(64) T lanes[W] = {};
+    std::copy(x + i, x + n, lanes);
+    (xsimd::exp(B::load_aligned(lanes) - s)).store_aligned(lanes);
+    for (std::int64_t k = 0; i + k < n; ++k) {
+      y[i + k] = lanes[k];
+      sum += lanes[k];
+    }
   }
   return sum;
 }
