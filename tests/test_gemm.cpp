@@ -22,8 +22,8 @@ void reference(bool ta, bool tb, int m, int n, int k, double alpha, const std::v
 }
 
 struct BackendGuard {
-  xg::kernel::GemmBackend prev = xg::kernel::gemm_backend();
-  ~BackendGuard() { xg::kernel::set_gemm_backend(prev); }
+  xg::kernel::GemmBackend large = xg::kernel::gemm_backend(), small = xg::kernel::gemm_backend(true);
+  ~BackendGuard() { xg::kernel::set_gemm_backends(large, small); }
 };
 
 }  // namespace
@@ -56,6 +56,36 @@ TEST_CASE("float32 GEMM matches a float64 reference on every backend") {
             // float32 rounding of k products of values below 1, scaled: well under 1e-5 * k * |alpha|.
             CHECK(worst <= 1e-5 * k * std::abs(alpha) + 1e-6);
           }
+  }
+}
+
+TEST_CASE("small and larger products each run on their own backend") {
+  if (!xg::kernel::has_onednn()) return;  // one backend: nothing to split
+  BackendGuard keep;
+  using B = xg::kernel::GemmBackend;
+  xg::kernel::set_gemm_backends(B::onednn, B::openblas);
+  CHECK(xg::kernel::gemm_backend() == B::onednn);
+  CHECK(xg::kernel::gemm_backend(true) == B::openblas);
+  CHECK(xg::kernel::gemm_backend_name().find("oneDNN") == 0);
+  CHECK(xg::kernel::gemm_backend_name().find("small products on OpenBLAS") != std::string::npos);
+  xg::kernel::set_gemm_backend(B::openblas);
+  CHECK(xg::kernel::gemm_backend(true) == B::openblas);
+  CHECK(xg::kernel::gemm_backend_name().find("small products") == std::string::npos);
+  xg::kernel::set_gemm_backends(B::openblas, B::onednn);
+  CHECK(xg::kernel::gemm_backend_name().find("small products on oneDNN") != std::string::npos);
+  // Both sides of the boundary, on both splits, against a float64 reference.
+  for (auto [large, small] : {std::pair{B::onednn, B::openblas}, {B::openblas, B::onednn}}) {
+    xg::kernel::set_gemm_backends(large, small);
+    for (auto [m, n, k] : {std::array{64, 64, 64}, {64, 64, 65}, {1, 1, 262145}}) {
+      std::vector<float> a(std::size_t(m * k)), b(std::size_t(k * n)), c(std::size_t(m * n), 7.f);
+      xg::Generator gen(9);
+      for (auto* v : {&a, &b})
+        for (auto& x : *v) x = static_cast<float>(gen.uniform() * 2 - 1);
+      std::vector<double> want(c.size(), 0.0);
+      reference(false, false, m, n, k, 1.0, a, k, b, n, 0.0, want, n);
+      xg::kernel::gemm(false, false, m, n, k, 1.f, a.data(), k, b.data(), n, 0.f, c.data(), n);
+      for (std::size_t i = 0; i < c.size(); ++i) CHECK(std::abs(c[i] - want[i]) <= 1e-5 * k + 1e-6);
+    }
   }
 }
 

@@ -212,15 +212,22 @@ inline std::int64_t row_grain(std::int64_t row_len) {
 
 /// Where float32 GEMMs run. double always runs on OpenBLAS.
 enum class GemmBackend { openblas, onednn };
-/// The float32 GEMM backend: from XGRAD_GEMM (auto, openblas or onednn; auto when unset) on first use.
-/// auto times both on a training-sized product once and keeps the faster; onednn picks AVX-512, AVX512-BF16
-/// or AMX by itself, whatever OpenBLAS is told (OPENBLAS_CORETYPE).
-GemmBackend gemm_backend();
-/// Forces a backend (an error if this build has no oneDNN).
+/// Products with m * n * k up to this are small (attention's tiles); their backend is chosen on its own.
+inline constexpr std::int64_t kSmallGemm = std::int64_t{1} << 18;
+/// The float32 GEMM backend of larger products (or, with small, of products up to kSmallGemm): from
+/// XGRAD_GEMM (auto, openblas or onednn; auto when unset) on first use. auto times both once on a
+/// training-sized product and on an attention-tile-sized one and keeps the faster for each size: oneDNN
+/// picks AVX-512, AVX512-BF16 or AMX by itself, whatever OpenBLAS is told (OPENBLAS_CORETYPE), while
+/// OpenBLAS's per-call cost is lower on products of a few microseconds.
+GemmBackend gemm_backend(bool small = false);
+/// Forces a backend for every size (an error if this build has no oneDNN).
 void set_gemm_backend(GemmBackend backend);
+/// Forces the backends of larger and of small products.
+void set_gemm_backends(GemmBackend large, GemmBackend small);
 /// Whether this build has oneDNN.
 bool has_onednn();
-/// "OpenBLAS 0.3.21 ... (pthreads)" or "oneDNN 2.6.3 (OpenMP)": what benchmarks print.
+/// "OpenBLAS 0.3.21 ... (pthreads)" or "oneDNN 2.6.3 (OpenMP)" (and where small products run): what
+/// benchmarks print.
 std::string gemm_backend_name();
 
 /// Row-major C = alpha op(A) op(B) + beta C, op = transpose when ta / tb.

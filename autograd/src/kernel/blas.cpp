@@ -45,17 +45,16 @@ void onednn_sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
 #endif
 
 constexpr int kUnset = -1;
-std::atomic<int> backend{kUnset};
+std::atomic<int> backends[2] = {kUnset, kUnset};  // [0] larger products, [1] small ones (kSmallGemm)
 std::mutex choose_mu;
 
 using SgemmFn = void (*)(bool, bool, std::int64_t, std::int64_t, std::int64_t, float, const float*, std::int64_t,
                          const float*, std::int64_t, float, float*, std::int64_t);
 
-/// The faster of two GEMMs on a training-sized pair of products (activations x weights, and the
-/// weight-gradient product with a transpose): rounds alternate between them, so that a clock or a
+/// The faster of two GEMMs on a pair of products of one size (activations x weights, and a product with
+/// the other transpose), `reps` times per round: rounds alternate between them, so that a clock or a
 /// neighbour that changes speed part-way hits both, and each keeps its best round after a warm-up.
-bool second_is_faster(SgemmFn first, SgemmFn second) {
-  const std::int64_t m = 256, n = 768, k = 768;
+bool second_is_faster(SgemmFn first, SgemmFn second, std::int64_t m, std::int64_t n, std::int64_t k, int reps) {
   std::vector<float> a(static_cast<std::size_t>(m * k), 0.5f), b(static_cast<std::size_t>(k * n), 0.25f),
       c(static_cast<std::size_t>(m * n));
   double best[2] = {1e30, 1e30};
@@ -63,29 +62,34 @@ bool second_is_faster(SgemmFn first, SgemmFn second) {
     for (int which = 0; which < 2; ++which) {
       const SgemmFn f = which == 0 ? first : second;
       const auto t0 = std::chrono::steady_clock::now();
-      f(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
-      f(true, false, k, n, m, 1.f, a.data(), k, c.data(), n, 0.f, b.data(), n);
+      for (int r = 0; r < reps; ++r) {
+        f(false, true, m, n, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), n);
+        f(true, false, k, n, m, 1.f, a.data(), k, c.data(), n, 0.f, b.data(), n);
+      }
       const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (round > 0) best[which] = std::min(best[which], t);
     }
   return best[1] < best[0];
 }
 
-int choose_backend() {
+/// {larger, small} backends.
+std::pair<int, int> choose_backends() {
   const char* env = std::getenv("XGRAD_GEMM");
   const std::string_view want = env ? env : "auto";
-  if (want == "openblas") return static_cast<int>(kernel::GemmBackend::openblas);
+  constexpr int blas = static_cast<int>(kernel::GemmBackend::openblas), dnn = static_cast<int>(kernel::GemmBackend::onednn);
+  if (want == "openblas") return {blas, blas};
   if (want == "onednn") {
     XG_CHECK(kernel::has_onednn(), "XGRAD_GEMM=onednn, but this build of xgrad has no oneDNN (install libdnnl-dev "
              "and rebuild)");
-    return static_cast<int>(kernel::GemmBackend::onednn);
+    return {dnn, dnn};
   }
   XG_CHECK(want == "auto", "XGRAD_GEMM is \"{}\"; expected auto, openblas or onednn", want);
 #ifdef XGRAD_HAVE_ONEDNN
-  return static_cast<int>(second_is_faster(openblas_sgemm, onednn_sgemm) ? kernel::GemmBackend::onednn
-                                                                          : kernel::GemmBackend::openblas);
+  // A GPT's projection, and a 32-row attention tile against 64 keys of a 64-wide head (2^17, small).
+  return {second_is_faster(openblas_sgemm, onednn_sgemm, 256, 768, 768, 1) ? dnn : blas,
+          second_is_faster(openblas_sgemm, onednn_sgemm, 32, 64, 64, 200) ? dnn : blas};
 #else
-  return static_cast<int>(kernel::GemmBackend::openblas);
+  return {blas, blas};
 #endif
 }
 }  // namespace
@@ -98,35 +102,42 @@ bool kernel::has_onednn() {
 #endif
 }
 
-kernel::GemmBackend kernel::gemm_backend() {
-  int b = backend.load(std::memory_order_acquire);
+kernel::GemmBackend kernel::gemm_backend(bool small) {
+  int b = backends[small].load(std::memory_order_acquire);
   if (b == kUnset) {
     std::lock_guard lock(choose_mu);
-    b = backend.load();
+    b = backends[small].load();
     if (b == kUnset) {
-      b = choose_backend();
-      backend.store(b, std::memory_order_release);
+      const auto [large_b, small_b] = choose_backends();
+      backends[1].store(small_b, std::memory_order_release);
+      backends[0].store(large_b, std::memory_order_release);
+      b = small ? small_b : large_b;
     }
   }
   return static_cast<GemmBackend>(b);
 }
 
-void kernel::set_gemm_backend(GemmBackend b) {
-  XG_CHECK(b != GemmBackend::onednn || has_onednn(), "set_gemm_backend: this build of xgrad has no oneDNN");
-  backend.store(static_cast<int>(b), std::memory_order_release);
+void kernel::set_gemm_backends(GemmBackend large, GemmBackend small) {
+  XG_CHECK((large != GemmBackend::onednn && small != GemmBackend::onednn) || has_onednn(),
+           "set_gemm_backend: this build of xgrad has no oneDNN");
+  backends[1].store(static_cast<int>(small), std::memory_order_release);
+  backends[0].store(static_cast<int>(large), std::memory_order_release);
 }
+void kernel::set_gemm_backend(GemmBackend b) { set_gemm_backends(b, b); }
 
 std::string kernel::gemm_backend_name() {
   if (gemm_backend() == GemmBackend::onednn) {
 #ifdef XGRAD_HAVE_ONEDNN
     const dnnl_version_t* v = dnnl_version();
-    return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads; bf16 {})", v->major, v->minor, v->patch,
-                       get_num_threads(), detail::bf16_native() ? "native" : "by rounding");
+    return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads;{} bf16 {})", v->major, v->minor, v->patch,
+                       get_num_threads(), gemm_backend(true) == GemmBackend::openblas ? " small products on OpenBLAS;" : "",
+                       detail::bf16_native() ? "native" : "by rounding");
 #endif
   }
   const int mode = openblas_get_parallel();  // 0 sequential, 1 its own pthreads pool, 2 OpenMP
-  return fmt::format("{} ({} threads{}; bf16 {})", openblas_get_config(), get_num_threads(),
+  return fmt::format("{} ({} threads{};{} bf16 {})", openblas_get_config(), get_num_threads(),
                      mode == 2 ? ", OpenMP" : mode == 1 ? ", own pthreads pool" : ", sequential",
+                     gemm_backend(true) == GemmBackend::onednn ? " small products on oneDNN;" : "",
                      detail::bf16_native() ? "on oneDNN, native" : "by rounding");
 }
 
@@ -148,7 +159,10 @@ void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std
                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                            std::int64_t ldc) {
 #ifdef XGRAD_HAVE_ONEDNN
-  if (gemm_backend() == GemmBackend::onednn) return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // m, n, k are non-negative here (checked by callers' shapes); the product saturates instead of overflowing.
+  const bool small = m <= kSmallGemm && n <= kSmallGemm && k <= kSmallGemm && m * n <= kSmallGemm && m * n * k <= kSmallGemm;
+  if (gemm_backend(small) == GemmBackend::onednn)
+    return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 #endif
   openblas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
