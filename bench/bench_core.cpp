@@ -2,7 +2,9 @@
 //   bench_core CASE THREADS  -> prints the median seconds per iteration
 // Cases: op_forward, op_fwd_bwd (per op, a chain of tiny ops), linear_baby, linear_gpt2 (matmul
 // forward + backward at GPT shapes), sgemm_baby, sgemm_gpt2 (the same three GEMMs called on raw BLAS),
-// attention_1024 (causal attention forward + backward, GPT-2's 12 heads of 64 over 1024 tokens).
+// attention_1024 (causal attention forward + backward, GPT-2's 12 heads of 64 over 1024 tokens),
+// attention_baby (the same at the baby GPT's shape, as it calls it: batch 12, 4 heads of 32 over 64 tokens
+// read from the packed [B, T, 3C] projection).
 #include <cblas.h>
 #include <xgrad/xgrad.hpp>
 
@@ -68,10 +70,20 @@ int main(int argc, char** argv) {
       w.set_grad({});
       xg::matmul(x, w.t()).backward(g);
     });
-  } else if (name == "attention_1024") {
+  } else if (name == "attention_baby") {
+    // As the GPT calls it: heads read in place from the packed [B, T, 3C] projection.
     xg::Generator gen(0);
-    auto leaf = [&] { return xg::randn({1, 12, 1024, 64}, {xg::float32}, &gen).requires_grad_(true); };
-    xg::Tensor q = leaf(), k = leaf(), v = leaf(), g = xg::randn({1, 12, 1024, 64}, {xg::float32}, &gen);
+    xg::Tensor qkv = xg::randn({12, 64, 3 * 128}, {xg::float32}, &gen).requires_grad_(true);
+    xg::Tensor g = xg::randn({12, 64, 128}, {xg::float32}, &gen);
+    seconds = median_seconds([&] {
+      qkv.set_grad({});
+      xg::nn::functional::packed_self_attention(qkv, 4, {.causal = true}).backward(g);
+    });
+  } else if (name == "attention_1024") {
+    const std::vector<std::int64_t> shape{1, 12, 1024, 64};
+    xg::Generator gen(0);
+    auto leaf = [&] { return xg::randn(shape, {xg::float32}, &gen).requires_grad_(true); };
+    xg::Tensor q = leaf(), k = leaf(), v = leaf(), g = xg::randn(shape, {xg::float32}, &gen);
     seconds = median_seconds([&] {
       for (auto* t : {&q, &k, &v}) t->set_grad({});
       xg::nn::functional::scaled_dot_product_attention(q, k, v, {.causal = true}).backward(g);

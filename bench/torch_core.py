@@ -66,6 +66,19 @@ def main():
             att = torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
             (att @ v).backward(g)
 
+    elif name == "attention_baby":
+        gen = torch.Generator().manual_seed(0)
+        qkv = torch.randn(12, 64, 3 * 128, generator=gen, requires_grad=True)
+        g = torch.randn(12, 64, 128, generator=gen)
+        mask = torch.tril(torch.ones(64, 64, dtype=torch.bool))
+
+        def step():  # nanoGPT's CausalSelfAttention after c_attn, without flash
+            qkv.grad = None
+            q, k, v = (t.view(12, 64, 4, 32).transpose(1, 2) for t in qkv.split(128, dim=2))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / 32 ** 0.5)
+            att = torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
+            (att @ v).transpose(1, 2).contiguous().view(12, 64, 128).backward(g)
+
         seconds = median_seconds(step)
     else:
         raise SystemExit(f"torch_core.py: unknown case {name}")

@@ -111,17 +111,35 @@ struct Tile {
 };
 
 /// Query rows per tile: a tile's [rows, S] score block stays in L2 (~128 KB of float32) while it is
-/// masked, normalised and multiplied, flash-attention style; at least 32 rows keep the GEMMs efficient.
-std::int64_t tile_rows(const Dims& z) { return std::max<std::int64_t>(32, 32768 / std::max<std::int64_t>(z.s, 1)); }
+/// masked, normalised and multiplied, flash-attention style. Under a causal or window rule a tile skips
+/// the keys none of its rows sees, so tiles stay short (the waste is about half a tile per row): 16 rows
+/// for up to 128 queries, where the products are a few microseconds and cheap to call, 32 above.
+std::int64_t tile_rows(const Dims& z, const MaskRule& rule) {
+  if (rule.causal || rule.window > 0) return z.t <= 128 ? 16 : 32;
+  return std::max<std::int64_t>(32, 32768 / std::max<std::int64_t>(z.s, 1));
+}
 
 Tile tile_at(const MaskRule& rule, const Dims& z, std::int64_t i0) {
-  Tile t{i0, std::min(z.t, i0 + tile_rows(z)), 0, z.s};
+  Tile t{i0, std::min(z.t, i0 + tile_rows(z, rule)), 0, z.s};
   t.j1 = rule.visible(t.i1 - 1, z.s).second;  // the last row sees furthest, the first row from furthest back
   t.j0 = std::min(rule.visible(t.i0, z.s).first, t.j1);
   return t;
 }
 
-/// p [rows, keys] = scale q k^T over the tile, disallowed pairs at -inf (pad: [T, S] of 0/1 or null).
+/// The keys [lo, hi) of tile row i (relative to the tile's first key) the softmax loops touch: those the
+/// rule lets it see, the end rounded up to whole vectors (16 floats) within the tile; the keys past the
+/// visible ones in that stretch are masked at -inf, so a partial vector never takes the scalar path.
+std::pair<std::int64_t, std::int64_t> row_keys(const MaskRule& rule, const Dims& z, const Tile& tile, std::int64_t i) {
+  const auto vis = rule.visible(i, z.s);
+  const std::int64_t lo = std::clamp(vis.first, tile.j0, tile.j1) - tile.j0;
+  const std::int64_t hi = std::clamp(vis.second, tile.j0 + lo, tile.j1) - tile.j0;
+  if (hi == lo) return {lo, hi};
+  return {lo, std::min(tile.keys(), lo + (hi - lo + 15) / 16 * 16)};
+}
+
+/// p [rows, keys] = scale q k^T over the tile: the rule's disallowed pairs at 0 (outside each row's
+/// row_keys range, which is all the softmax loops touch: a causal tile skips half its exps), the padding
+/// mask's at -inf (pad: [T, S] of 0/1 or null).
 template <class T>
 void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const double* pad, const MaskRule& rule,
                    T scale, const Dims& z, const Tile& tile, T* p) {
@@ -129,16 +147,15 @@ void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, c
   gemm(false, true, tile.rows(), nk, z.d, scale, q + tile.i0 * ldq, ldq, k + tile.j0 * ldk, ldk, T(0), p, nk);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   for (std::int64_t i = tile.i0; i < tile.i1; ++i) {
-    // The rule as two ranges per row (no test per element); the padding mask element by element.
     T* row = p + (i - tile.i0) * nk;  // key j at row[j - j0]
-    const auto [first, last] = rule.visible(i, z.s);
-    const std::int64_t lo = std::clamp(first, tile.j0, tile.j1) - tile.j0,
-                       hi = std::clamp(last, tile.j0 + lo, tile.j1) - tile.j0;
-    std::fill(row, row + lo, ninf);
-    std::fill(row + hi, row + nk, ninf);
+    const auto [lo, hi] = row_keys(rule, z, tile, i);
+    const std::int64_t last = std::clamp(rule.visible(i, z.s).second - tile.j0, lo, hi);  // end of the visible keys
+    std::fill(row, row + lo, T(0));
+    std::fill(row + last, row + hi, ninf);
+    std::fill(row + hi, row + nk, T(0));
     if (pad) {
       const double* pr = pad + i * z.s + tile.j0;
-      for (std::int64_t j = lo; j < hi; ++j)
+      for (std::int64_t j = lo; j < last; ++j)
         if (pr[j] == 0.0) row[j] = ninf;
     }
   }
@@ -152,7 +169,7 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
                        const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out,
                        std::int64_t ldo) {
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
-  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
+  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys();
     if (nk == 0) {  // no key visible from any row of the tile
@@ -162,17 +179,19 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
     }
     masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
     for (std::int64_t r = 0; r < tile.rows(); ++r) {
-      T* row = p + r * nk;
-      T m = row_max(row, nk);
-      if (std::isinf(m)) {
-        std::fill_n(row, nk, nan);
+      const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
+      T* row = p + r * nk + lo;
+      const std::int64_t n = hi - lo;
+      T m = row_max(row, n);
+      if (std::isinf(m)) {  // nothing visible (n = 0 gives -inf too)
+        std::fill_n(p + r * nk, nk, nan);
         lse[tile.i0 + r] = nan;
         continue;
       }
-      T sum = exp_shift_sum(row, row, nk, m);
+      T sum = exp_shift_sum(row, row, n, m);
       T inv = T(1) / sum;
 #pragma omp simd
-      for (std::int64_t j = 0; j < nk; ++j) row[j] *= inv;
+      for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
       lse[tile.i0 + r] = m + std::log(sum);
     }
     gemm(false, false, tile.rows(), z.dv, nk, T(1), p, nk, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * ldo, ldo);
@@ -200,15 +219,14 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
   }
   fill_rows(dk, z.s, z.d, lddk, T(0));
   fill_rows(dv, z.s, z.dv, lddv, T(0));
-  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z)) {
+  for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys(), nr = tile.rows();
     masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
     for (std::int64_t r = 0; r < nr; ++r) {
-      T* row = p + r * nk;
-      const T shift = lse[tile.i0 + r];
-      for (std::int64_t j = 0; j < nk; ++j) row[j] -= shift;
-      exp_shift_sum(row, row, nk, T(0));  // masked entries (-inf) become 0
+      const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
+      T* row = p + r * nk + lo;
+      exp_shift_sum(row, row, hi - lo, lse[tile.i0 + r]);  // padded entries (-inf) become 0
     }
     const T* gt = g + tile.i0 * ldg;
     gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * lddv, lddv);
@@ -230,7 +248,7 @@ void run_forward(const Operand& qo, const Operand& ko, const Operand& vo, const 
   const auto nb = static_cast<std::int64_t>(qo.offsets.size());
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention", [&]<class T>() {
     parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s));
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s));
       for (std::int64_t b = b0; b < b1; ++b)
         attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
                              pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
@@ -245,7 +263,7 @@ void run_backward(const Operand& qo, const Operand& ko, const Operand& vo, const
                   const Operand& dko, const Operand& dvo) {
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
     parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z)) * z.s)), dp(p.size());
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)), dp(p.size());
       for (std::int64_t i = b0; i < b1; ++i)
         attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
                               pad.defined() ? ptr<double>(pad) + i * z.t * z.s : nullptr, rule, T(scale),
