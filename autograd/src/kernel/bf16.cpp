@@ -1,5 +1,6 @@
 // bf16 mixed precision: the autocast switch and the bf16 GEMM (operands rounded to bfloat16, products
-// accumulated in float32) on oneDNN's matmul, or rounded operands on the float32 GEMM without oneDNN.
+// accumulated in float32) on oneDNN's matmul, or rounded operands on the float32 GEMM without oneDNN; and
+// the cache of oneDNN matmul primitives, which float32 products with a transposed B use too.
 #ifdef XGRAD_HAVE_ONEDNN
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
@@ -66,15 +67,21 @@ void rounded_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
 }
 
 #ifdef XGRAD_HAVE_ONEDNN
-/// oneDNN matmul primitives by shape, transposes, leading dimension of C, alpha and beta: creating one
-/// costs far more than running a small one.
+/// oneDNN matmul primitives by source type, shape, transposes, leading dimensions, alpha and beta:
+/// creating one costs far more than running a small one.
 struct Key {
-  std::int64_t m, n, k, ldc;
+  bool bf16;  // bf16 sources (compact), else float32 ones with leading dimensions lda, ldb
+  std::int64_t m, n, k, lda, ldb, ldc;
   bool ta, tb;
   float alpha, beta;
-  bool operator<(const Key& o) const {
-    return std::tie(m, n, k, ldc, ta, tb, alpha, beta) < std::tie(o.m, o.n, o.k, o.ldc, o.ta, o.tb, o.alpha, o.beta);
-  }
+  auto tied() const { return std::tie(bf16, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta); }
+  bool operator<(const Key& o) const { return tied() < o.tied(); }
+  using dims = dnnl::memory::dims;
+  using dt = dnnl::memory::data_type;
+  // op(A) is m x k: stored k x m when transposed. Likewise op(B) is k x n.
+  dnnl::memory::desc a() const { return {{m, k}, bf16 ? dt::bf16 : dt::f32, ta ? dims{1, lda} : dims{lda, 1}}; }
+  dnnl::memory::desc b() const { return {{k, n}, bf16 ? dt::bf16 : dt::f32, tb ? dims{1, ldb} : dims{ldb, 1}}; }
+  dnnl::memory::desc c() const { return {{m, n}, dt::f32, dims{ldc, 1}}; }
 };
 
 dnnl::engine& cpu_engine() {
@@ -87,11 +94,6 @@ dnnl::matmul primitive_for(const Key& key) {
   static std::map<Key, dnnl::matmul> cache;
   std::lock_guard lock(mu);
   if (auto it = cache.find(key); it != cache.end()) return it->second;
-  using dt = dnnl::memory::data_type;
-  // op(A) is m x k: stored k x m (compact) when transposed. Likewise op(B) is k x n.
-  dnnl::memory::desc a({key.m, key.k}, dt::bf16, key.ta ? dnnl::memory::dims{1, key.m} : dnnl::memory::dims{key.k, 1});
-  dnnl::memory::desc b({key.k, key.n}, dt::bf16, key.tb ? dnnl::memory::dims{1, key.k} : dnnl::memory::dims{key.n, 1});
-  dnnl::memory::desc c({key.m, key.n}, dt::f32, dnnl::memory::dims{key.ldc, 1});
   dnnl::primitive_attr attr;
   if (key.alpha != 1.f) attr.set_output_scales(0, {key.alpha});
   if (key.beta != 0.f) {
@@ -99,10 +101,20 @@ dnnl::matmul primitive_for(const Key& key) {
     po.append_sum(key.beta);
     attr.set_post_ops(po);
   }
-  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, b, c), attr, cpu_engine()));
+  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(key.a(), key.b(), key.c()), attr, cpu_engine()));
   if (cache.size() > 4096) cache.clear();  // shapes of one model are few; this bounds a pathological caller
   cache.emplace(key, prim);
   return prim;
+}
+
+void run_matmul(const Key& key, const void* a, const void* b, float* c) {
+  dnnl::matmul prim = primitive_for(key);
+  auto& eng = cpu_engine();
+  // oneDNN takes non-const handles; it only reads the sources.
+  dnnl::memory am(key.a(), eng, const_cast<void*>(a)), bm(key.b(), eng, const_cast<void*>(b)), cm(key.c(), eng, c);
+  thread_local dnnl::stream stream(eng);
+  prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  stream.wait();
 }
 
 void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
@@ -120,22 +132,18 @@ void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int
     pack_bf16(b, br, bc, ldb, pb.data());
     b16 = pb.data();
   }
-  const Key key{m, n, k, ldc, ta, tb, alpha, beta};
-  dnnl::matmul prim = primitive_for(key);
-  using dt = dnnl::memory::data_type;
-  auto& eng = cpu_engine();
-  // oneDNN takes non-const handles; it only reads the sources.
-  dnnl::memory am({{m, k}, dt::bf16, ta ? dnnl::memory::dims{1, m} : dnnl::memory::dims{k, 1}}, eng,
-                  const_cast<std::uint16_t*>(a16));
-  dnnl::memory bm({{k, n}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{n, 1}}, eng,
-                  const_cast<std::uint16_t*>(b16));
-  dnnl::memory cm({{m, n}, dt::f32, dnnl::memory::dims{ldc, 1}}, eng, c);
-  thread_local dnnl::stream stream(eng);
-  prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
-  stream.wait();
+  run_matmul({true, m, n, k, ac, bc, ldc, ta, tb, alpha, beta}, a16, b16, c);
 }
 #endif
 }  // namespace
+
+#ifdef XGRAD_HAVE_ONEDNN
+void kernel::detail::onednn_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
+                                   const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
+                                   float* c, std::int64_t ldc) {
+  run_matmul({false, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta}, a, b, c);
+}
+#endif
 
 autocast::autocast(bool enabled) : prev_(autocast_on) { autocast_on = enabled; }
 autocast::~autocast() { autocast_on = prev_; }
