@@ -294,3 +294,31 @@ TEST_CASE("float32 exact GELU and its gradient stay within float32 rounding of t
     CHECK(dy[i] == Approx(cdf + v * pdf).margin(1e-6).epsilon(2e-6));
   }
 }
+
+TEST_CASE("attention's short causal tiles agree with the formula on either small-product GEMM", "[fused]") {
+  // 40 queries: three 16-row tiles per head; keys and values read in place from the packed projection, or
+  // transposed once per head where A B^T is slow (OpenBLAS's small products, float32).
+  using B = xg::kernel::GemmBackend;
+  const B large = xg::kernel::gemm_backend(), small = xg::kernel::gemm_backend(true);
+  std::vector<B> smalls = {B::openblas};
+  if (xg::kernel::has_onednn()) smalls.push_back(B::onednn);
+  for (B s : smalls) {
+    xg::kernel::set_gemm_backends(large, s);
+    CHECK(xg::kernel::transposed_b_is_slow<float>(16, 40, 8) == (s == B::openblas));
+    CHECK(!xg::kernel::transposed_b_is_slow<double>(16, 40, 8));
+    for (xg::DType dtype : {xg::float32, xg::float64}) {
+      for (std::int64_t window : {0, 9}) {
+        INFO((s == B::openblas ? "OpenBLAS " : "oneDNN ") << xg::dtype_name(dtype) << " window " << window);
+        const bool f64 = dtype == xg::float64;
+        const double rtol = f64 ? 1e-10 : 2e-5, atol = f64 ? 1e-12 : 2e-6;
+        Inputs in = {test::uniform({2, 40, 48}, -1, 1, 77, false).to(dtype).requires_grad_()};
+        Tensor y = F::packed_self_attention(in[0], 2, {.causal = window == 0, .window = window});
+        Tensor ref = packed_formula(in[0], 2, allowed(40, 40, window));
+        CHECK(xg::allclose(y, ref, rtol, atol));
+        Tensor g = test::uniform(y.shape(), -1, 1, 78, false).to(dtype);
+        CHECK(xg::allclose(grads_of(y, in, g)[0], grads_of(ref, in, g)[0], rtol * 10, atol * 10));
+      }
+    }
+  }
+  xg::kernel::set_gemm_backends(large, small);
+}

@@ -95,3 +95,20 @@ TEST_CASE("XGRAD_GEMM names a backend") {
   if (!xg::kernel::has_onednn())
     test::require_error([] { xg::kernel::set_gemm_backend(xg::kernel::GemmBackend::onednn); }, {"no oneDNN"});
 }
+
+TEST_CASE("transpose writes x^T with both leading dimensions") {
+  const std::int64_t rows = 5, cols = 3, ld = 4, ldt = 7;  // ld > cols and ldt > rows: padding left alone
+  std::vector<float> x(rows * ld), xt(cols * ldt, -1.f);
+  std::vector<double> xd(rows * ld), xtd(cols * ldt, -1.0);
+  for (std::int64_t i = 0; i < rows * ld; ++i) x[std::size_t(i)] = float(xd[std::size_t(i)] = double(i) + 0.5);
+  xg::kernel::transpose(rows, cols, x.data(), ld, xt.data(), ldt);
+  xg::kernel::transpose(rows, cols, xd.data(), ld, xtd.data(), ldt);
+  for (std::int64_t c = 0; c < cols; ++c)
+    for (std::int64_t r = 0; r < ldt; ++r) {
+      const double want = r < rows ? double(r * ld + c) + 0.5 : -1.0;
+      CHECK(xt[std::size_t(c * ldt + r)] == float(want));
+      CHECK(xtd[std::size_t(c * ldt + r)] == want);
+    }
+  xg::kernel::transpose(0, cols, x.data(), ld, xt.data(), ldt);  // nothing to do, nothing touched
+  CHECK(xt[0] == 0.5f);
+}

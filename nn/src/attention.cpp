@@ -126,6 +126,26 @@ Tile tile_at(const MaskRule& rule, const Dims& z, std::int64_t i0) {
   return t;
 }
 
+/// The right operand of C = alpha A X[j0:j1]^T for one block's keys or values X [S, depth]: read in place
+/// (A B^T), or, where the GEMM runs A B^T markedly slower than A B (OpenBLAS's small products), from X
+/// transposed once per block into `copy` [depth, S] and shared by every tile.
+template <class T>
+struct RowsOperand {
+  const T* x;
+  std::int64_t ld, s, depth;
+  T* xt = nullptr;
+
+  RowsOperand(const T* x_, std::int64_t ld_, std::int64_t s_, std::int64_t depth_, T* copy)
+      : x(x_), ld(ld_), s(s_), depth(depth_), xt(copy) {
+    if (xt) transpose(s, depth, x, ld, xt, s);
+  }
+  /// c [m, j1 - j0] = alpha a x[j0:j1]^T.
+  void product(std::int64_t m, std::int64_t j0, std::int64_t j1, T alpha, const T* a, std::int64_t lda, T* c) const {
+    if (xt) return gemm(false, false, m, j1 - j0, depth, alpha, a, lda, xt + j0, s, T(0), c, j1 - j0);
+    gemm(false, true, m, j1 - j0, depth, alpha, a, lda, x + j0 * ld, ld, T(0), c, j1 - j0);
+  }
+};
+
 /// The keys [lo, hi) of tile row i (relative to the tile's first key) the softmax loops touch: those the
 /// rule lets it see, the end rounded up to whole vectors (16 floats) within the tile; the keys past the
 /// visible ones in that stretch are masked at -inf, so a partial vector never takes the scalar path.
@@ -141,10 +161,10 @@ std::pair<std::int64_t, std::int64_t> row_keys(const MaskRule& rule, const Dims&
 /// row_keys range, which is all the softmax loops touch: a causal tile skips half its exps), the padding
 /// mask's at -inf (pad: [T, S] of 0/1 or null).
 template <class T>
-void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const double* pad, const MaskRule& rule,
+void masked_scores(const T* q, std::int64_t ldq, const RowsOperand<T>& k, const double* pad, const MaskRule& rule,
                    T scale, const Dims& z, const Tile& tile, T* p) {
   const std::int64_t nk = tile.keys();
-  gemm(false, true, tile.rows(), nk, z.d, scale, q + tile.i0 * ldq, ldq, k + tile.j0 * ldk, ldk, T(0), p, nk);
+  k.product(tile.rows(), tile.j0, tile.j1, scale, q + tile.i0 * ldq, ldq, p);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   for (std::int64_t i = tile.i0; i < tile.i1; ++i) {
     T* row = p + (i - tile.i0) * nk;  // key j at row[j - j0]
@@ -166,8 +186,9 @@ void masked_scores(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, c
 /// as softmax over all -inf is in PyTorch.
 template <class T>
 void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
-                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* lse, T* out,
+                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* kt, T* lse, T* out,
                        std::int64_t ldo) {
+  const RowsOperand<T> keys(k, ldk, z.s, z.d, kt);
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
     const Tile tile = tile_at(rule, z, i0);
@@ -177,7 +198,7 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
       for (std::int64_t i = tile.i0; i < tile.i1; ++i) std::fill_n(out + i * ldo, z.dv, nan);
       continue;
     }
-    masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
+    masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p);
     for (std::int64_t r = 0; r < tile.rows(); ++r) {
       const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
       T* row = p + r * nk + lo;
@@ -205,8 +226,8 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
 template <class T>
 void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
                         const T* g, std::int64_t ldg, const double* pad, const MaskRule& rule, T scale, const T* lse,
-                        const Dims& z, T* p, T* dp, T* dq, std::int64_t lddq, T* dk, std::int64_t lddk, T* dv,
-                        std::int64_t lddv) {
+                        const Dims& z, T* p, T* dp, T* kt, T* vt, T* dq, std::int64_t lddq, T* dk, std::int64_t lddk,
+                        T* dv, std::int64_t lddv) {
   auto fill_rows = [](T* m, std::int64_t rows, std::int64_t cols, std::int64_t ld, T value) {
     for (std::int64_t r = 0; r < rows; ++r) std::fill_n(m + r * ld, cols, value);
   };
@@ -219,10 +240,11 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
   }
   fill_rows(dk, z.s, z.d, lddk, T(0));
   fill_rows(dv, z.s, z.dv, lddv, T(0));
+  const RowsOperand<T> keys(k, ldk, z.s, z.d, kt), values(v, ldv, z.s, z.dv, vt);
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys(), nr = tile.rows();
-    masked_scores(q, ldq, k, ldk, pad, rule, scale, z, tile, p);
+    masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p);
     for (std::int64_t r = 0; r < nr; ++r) {
       const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
       T* row = p + r * nk + lo;
@@ -230,7 +252,7 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
     }
     const T* gt = g + tile.i0 * ldg;
     gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * lddv, lddv);
-    gemm(false, true, nr, nk, z.dv, T(1), gt, ldg, v + tile.j0 * ldv, ldv, T(0), dp, nk);
+    values.product(nr, tile.j0, tile.j1, T(1), gt, ldg, dp);
     for (std::int64_t r = 0; r < nr; ++r) {
       const T* pr = p + r * nk;
       T* dr = dp + r * nk;
@@ -242,17 +264,27 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
   }
 }
 
+/// Whether the blocks' keys and values are worth transposing once per block (RowsOperand): where a tile's
+/// A B^T products run as A B^T slowly and a block has more than one tile to share the copy.
+template <class T>
+bool transpose_pays(const Dims& z, const MaskRule& rule) {
+  const std::int64_t rows = std::min(z.t, tile_rows(z, rule));
+  return rows < z.t && kernel::transposed_b_is_slow<T>(rows, z.s, std::max(z.d, z.dv));
+}
+
 /// Forward over every (batch, head) block, spread over the thread pool; out is written through its operand.
 void run_forward(const Operand& qo, const Operand& ko, const Operand& vo, const Tensor& pad, const MaskRule& rule,
                  double scale, const Dims& z, const Operand& oo, const Tensor& lse) {
   const auto nb = static_cast<std::int64_t>(qo.offsets.size());
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention", [&]<class T>() {
+    const bool copy = transpose_pays<T>(z, rule);
     parallel_for(nb, z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s));
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)),
+          kt(copy ? static_cast<std::size_t>(z.s * z.d) : 0);
       for (std::int64_t b = b0; b < b1; ++b)
         attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
                              pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
-                             ptr<T>(lse) + b * z.t, oo.out<T>(b), oo.ld);
+                             copy ? kt.data() : nullptr, ptr<T>(lse) + b * z.t, oo.out<T>(b), oo.ld);
     });
   });
 }
@@ -262,13 +294,16 @@ void run_backward(const Operand& qo, const Operand& ko, const Operand& vo, const
                   const MaskRule& rule, double scale, const Tensor& lse, const Dims& z, const Operand& dqo,
                   const Operand& dko, const Operand& dvo) {
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
+    const bool copy = transpose_pays<T>(z, rule);
     parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)), dp(p.size());
+      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)), dp(p.size()),
+          kt(copy ? static_cast<std::size_t>(z.s * z.d) : 0), vt(copy ? static_cast<std::size_t>(z.s * z.dv) : 0);
       for (std::int64_t i = b0; i < b1; ++i)
         attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
                               pad.defined() ? ptr<double>(pad) + i * z.t * z.s : nullptr, rule, T(scale),
-                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), dqo.out<T>(i), dqo.ld, dko.out<T>(i),
-                              dko.ld, dvo.out<T>(i), dvo.ld);
+                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), copy ? kt.data() : nullptr,
+                              copy ? vt.data() : nullptr, dqo.out<T>(i), dqo.ld, dko.out<T>(i), dko.ld, dvo.out<T>(i),
+                              dvo.ld);
     });
   });
 }

@@ -230,6 +230,20 @@ bool has_onednn();
 /// benchmarks print.
 std::string gemm_backend_name();
 
+/// Whether a float32 C = A B^T of this size runs markedly slower than A B on the GEMM it goes to
+/// (OpenBLAS's small-product kernels: about half the speed): a caller that multiplies by the same B several
+/// times may transpose it once.
+bool transposed_b_is_slow(bool float32, std::int64_t m, std::int64_t n, std::int64_t k);
+template <class T>
+bool transposed_b_is_slow(std::int64_t m, std::int64_t n, std::int64_t k) {
+  return transposed_b_is_slow(std::is_same_v<T, float>, m, n, k);
+}
+
+/// xt [cols, rows] (leading dimension ldt) = x [rows, cols] (leading dimension ld) transposed, by OpenBLAS's
+/// omatcopy (several times a plain loop's speed).
+void transpose(std::int64_t rows, std::int64_t cols, const float* x, std::int64_t ld, float* xt, std::int64_t ldt);
+void transpose(std::int64_t rows, std::int64_t cols, const double* x, std::int64_t ld, double* xt, std::int64_t ldt);
+
 /// Row-major C = alpha op(A) op(B) + beta C, op = transpose when ta / tb.
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);

@@ -141,6 +141,18 @@ std::string kernel::gemm_backend_name() {
                      detail::bf16_native() ? "on oneDNN, native" : "by rounding");
 }
 
+namespace {
+/// m n k at most kSmallGemm, without overflow.
+bool small_product(std::int64_t m, std::int64_t n, std::int64_t k) {
+  using kernel::kSmallGemm;
+  return m <= kSmallGemm && n <= kSmallGemm && k <= kSmallGemm && m * n <= kSmallGemm && m * n * k <= kSmallGemm;
+}
+}  // namespace
+
+bool kernel::transposed_b_is_slow(bool float32, std::int64_t m, std::int64_t n, std::int64_t k) {
+  return float32 && small_product(m, n, k) && !is_autocast_enabled() && gemm_backend(true) == GemmBackend::openblas;
+}
+
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc) {
   gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, Bf16Operand(), Bf16Operand());
@@ -159,8 +171,7 @@ void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std
                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                            std::int64_t ldc) {
 #ifdef XGRAD_HAVE_ONEDNN
-  // m, n, k are non-negative here (checked by callers' shapes); the product saturates instead of overflowing.
-  const bool small = m <= kSmallGemm && n <= kSmallGemm && k <= kSmallGemm && m * n <= kSmallGemm && m * n * k <= kSmallGemm;
+  const bool small = small_product(m, n, k);
   if (gemm_backend(small) == GemmBackend::onednn) {
     // A x W^T (a linear layer's forward) at least 128 rows by 128 deep: oneDNN's matmul primitive beats its
     // sgemm there (5% per product; 6% on GPT-2 small's step at 2 threads), not on attention's 32-row tiles
@@ -171,6 +182,19 @@ void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std
 #endif
   openblas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+void kernel::transpose(std::int64_t rows, std::int64_t cols, const float* x, std::int64_t ld, float* xt,
+                       std::int64_t ldt) {
+  if (rows <= 0 || cols <= 0) return;
+  cblas_somatcopy(CblasRowMajor, CblasTrans, blas_int(rows, "rows"), blas_int(cols, "cols"), 1.f, x, blas_int(ld, "ld"),
+                  xt, blas_int(ldt, "ldt"));
+}
+void kernel::transpose(std::int64_t rows, std::int64_t cols, const double* x, std::int64_t ld, double* xt,
+                       std::int64_t ldt) {
+  if (rows <= 0 || cols <= 0) return;
+  cblas_domatcopy(CblasRowMajor, CblasTrans, blas_int(rows, "rows"), blas_int(cols, "cols"), 1.0, x, blas_int(ld, "ld"),
+                  xt, blas_int(ldt, "ldt"));
+}
+
 void kernel::gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, double alpha, const double* a,
                   std::int64_t lda, const double* b, std::int64_t ldb, double beta, double* c, std::int64_t ldc) {
   detail::adopt_pool_size();
