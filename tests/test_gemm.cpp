@@ -112,3 +112,42 @@ TEST_CASE("transpose writes x^T with both leading dimensions") {
   xg::kernel::transpose(0, cols, x.data(), ld, xt.data(), ldt);  // nothing to do, nothing touched
   CHECK(xt[0] == 0.5f);
 }
+
+TEST_CASE("linear_product adds the bias to x w^T on every backend and size") {
+  BackendGuard keep;
+  std::vector<xg::kernel::GemmBackend> backends = {xg::kernel::GemmBackend::openblas};
+  if (xg::kernel::has_onednn()) backends.push_back(xg::kernel::GemmBackend::onednn);
+  xg::Generator gen(11);
+  for (auto backend : backends) {
+    xg::kernel::set_gemm_backend(backend);
+    // 130 x 129 deep: oneDNN's matmul primitive with its bias argument; 6 x 5: the small GEMM.
+    for (auto [m, n, k] : {std::array{130, 70, 129}, {6, 3, 5}})
+      for (bool with_bias : {true, false}) {
+        INFO(xg::kernel::gemm_backend_name() << " m=" << m << " bias=" << with_bias);
+        const int ldx = k + 2, ldy = n + 1;
+        std::vector<float> x(std::size_t(m * ldx)), w(std::size_t(n * k)), b(static_cast<std::size_t>(n)),
+            y(std::size_t(m * ldy), 5.f);
+        for (auto* v : {&x, &w, &b})
+          for (auto& e : *v) e = static_cast<float>(gen.uniform() * 2 - 1);
+        std::vector<double> want(std::size_t(m * ldy), 5.0), xd(x.begin(), x.end()), wd(w.begin(), w.end()),
+            yd(want);
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < n; ++j) want[std::size_t(i * ldy + j)] = with_bias ? b[std::size_t(j)] : 0.0;
+        reference(false, true, m, n, k, 1.0, x, ldx, w, k, 1.0, want, ldy);
+        xg::kernel::linear_product(m, n, k, x.data(), ldx, w.data(), k, with_bias ? b.data() : nullptr, y.data(), ldy);
+        std::vector<double> bd(b.begin(), b.end());
+        xg::kernel::linear_product(m, n, k, xd.data(), ldx, wd.data(), k, with_bias ? bd.data() : nullptr, yd.data(), ldy);
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < ldy; ++j) {
+            const std::size_t at = std::size_t(i * ldy + j);
+            if (j == n) {  // the padding of each row is left alone
+              CHECK(y[at] == 5.f);
+              CHECK(yd[at] == 5.0);
+              continue;
+            }
+            CHECK(std::abs(y[at] - want[at]) <= 1e-5 * k);
+            CHECK(std::abs(yd[at] - want[at]) <= 1e-12 * k);
+          }
+      }
+  }
+}

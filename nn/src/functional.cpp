@@ -19,9 +19,6 @@ using Grads = std::vector<Tensor>;
 bool has_gelu(Activation a) { return a != Activation::none; }
 bool tanh_form(Activation a) { return a == Activation::gelu_tanh; }
 
-/// y [rows, out] = act(x [rows, in] W^T (+ b)). Without an activation each row starts as the bias and the
-/// GEMM adds into it (beta = 1), so the bias costs no pass of its own. With one, the GEMM writes the
-/// pre-activation h and a single pass per row adds the bias (in h, kept for backward) and applies it.
 /// gemm with alpha = 1, passing operands rounded to bf16 before (float32 under autocast) along.
 template <class T>
 void gemm_reusing(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, const T* a, std::int64_t lda,
@@ -38,15 +35,17 @@ struct Bf16Inputs {
   Bf16Operand x, w;
 };
 
+/// y [rows, out] = act(x [rows, in] W^T (+ b)). Without an activation the bias costs no pass of its own
+/// (kernel::linear_product). With one, the GEMM writes the pre-activation h and a single pass per row adds
+/// the bias (in h, kept for backward) and applies it.
 template <class T>
 void linear_forward(const T* x, const T* w, const T* b, T* y, T* h, std::int64_t rows, std::int64_t in,
                     std::int64_t out, Activation act, const Bf16Inputs& r16) {
   if (!has_gelu(act)) {
-    if (b)
-      parallel_for(rows, row_grain(out), [&](std::int64_t r0, std::int64_t r1) {
-        for (std::int64_t r = r0; r < r1; ++r) std::copy_n(b, out, y + r * out);
-      });
-    gemm_reusing(false, true, rows, out, in, x, in, w, in, b ? T(1) : T(0), y, out, r16.x, r16.w);
+    if constexpr (std::is_same_v<T, float>)
+      linear_product(rows, out, in, x, in, w, in, b, y, out, r16.x, r16.w);
+    else
+      linear_product(rows, out, in, x, in, w, in, b, y, out);
     return;
   }
   gemm_reusing(false, true, rows, out, in, x, in, w, in, T(0), h, out, r16.x, r16.w);

@@ -270,6 +270,15 @@ void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, floa
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
           const Bf16Operand& a16, const Bf16Operand& b16);
 
+/// A linear layer's product, y [m, n] (leading dimension ldy) = x [m, k] w^T + bias (w [n, k]; bias [n] or
+/// null): oneDNN's matmul adds the bias as it writes y; elsewhere each row starts as the bias and the GEMM
+/// adds into it (beta = 1). x16 / w16 as for gemm.
+void linear_product(std::int64_t m, std::int64_t n, std::int64_t k, const float* x, std::int64_t ldx, const float* w,
+                    std::int64_t ldw, const float* bias, float* y, std::int64_t ldy, const Bf16Operand& x16 = {},
+                    const Bf16Operand& w16 = {});
+void linear_product(std::int64_t m, std::int64_t n, std::int64_t k, const double* x, std::int64_t ldx, const double* w,
+                    std::int64_t ldw, const double* bias, double* y, std::int64_t ldy);
+
 /// max of x[0, n) (-inf when n = 0).
 float row_max(const float* x, std::int64_t n);
 double row_max(const double* x, std::int64_t n);

@@ -10,6 +10,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include "internal_gemm.hpp"
@@ -74,7 +75,8 @@ struct Key {
   std::int64_t m, n, k, lda, ldb, ldc;
   bool ta, tb;
   float alpha, beta;
-  auto tied() const { return std::tie(bf16, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta); }
+  bool bias = false;  // a float32 [n] added to every row
+  auto tied() const { return std::tie(bf16, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta, bias); }
   bool operator<(const Key& o) const { return tied() < o.tied(); }
   using dims = dnnl::memory::dims;
   using dt = dnnl::memory::data_type;
@@ -82,6 +84,7 @@ struct Key {
   dnnl::memory::desc a() const { return {{m, k}, bf16 ? dt::bf16 : dt::f32, ta ? dims{1, lda} : dims{lda, 1}}; }
   dnnl::memory::desc b() const { return {{k, n}, bf16 ? dt::bf16 : dt::f32, tb ? dims{1, ldb} : dims{ldb, 1}}; }
   dnnl::memory::desc c() const { return {{m, n}, dt::f32, dims{ldc, 1}}; }
+  dnnl::memory::desc bias_desc() const { return bias ? dnnl::memory::desc({1, n}, dt::f32, dims{n, 1}) : dnnl::memory::desc(); }
 };
 
 dnnl::engine& cpu_engine() {
@@ -101,19 +104,22 @@ dnnl::matmul primitive_for(const Key& key) {
     po.append_sum(key.beta);
     attr.set_post_ops(po);
   }
-  dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(key.a(), key.b(), key.c()), attr, cpu_engine()));
+  dnnl::matmul prim(
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(key.a(), key.b(), key.bias_desc(), key.c()), attr, cpu_engine()));
   if (cache.size() > 4096) cache.clear();  // shapes of one model are few; this bounds a pathological caller
   cache.emplace(key, prim);
   return prim;
 }
 
-void run_matmul(const Key& key, const void* a, const void* b, float* c) {
+void run_matmul(const Key& key, const void* a, const void* b, float* c, const float* bias = nullptr) {
   dnnl::matmul prim = primitive_for(key);
   auto& eng = cpu_engine();
   // oneDNN takes non-const handles; it only reads the sources.
   dnnl::memory am(key.a(), eng, const_cast<void*>(a)), bm(key.b(), eng, const_cast<void*>(b)), cm(key.c(), eng, c);
   thread_local dnnl::stream stream(eng);
-  prim.execute(stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, dnnl::memory(key.bias_desc(), eng, const_cast<float*>(bias)));
+  prim.execute(stream, args);
   stream.wait();
 }
 
@@ -140,8 +146,8 @@ void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int
 #ifdef XGRAD_HAVE_ONEDNN
 void kernel::detail::onednn_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                    const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
-                                   float* c, std::int64_t ldc) {
-  run_matmul({false, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta}, a, b, c);
+                                   float* c, std::int64_t ldc, const float* bias) {
+  run_matmul({false, m, n, k, lda, ldb, ldc, ta, tb, alpha, beta, bias != nullptr}, a, b, c, bias);
 }
 #endif
 

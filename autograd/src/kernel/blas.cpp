@@ -147,7 +147,41 @@ bool small_product(std::int64_t m, std::int64_t n, std::int64_t k) {
   using kernel::kSmallGemm;
   return m <= kSmallGemm && n <= kSmallGemm && k <= kSmallGemm && m * n <= kSmallGemm && m * n * k <= kSmallGemm;
 }
+
+
+/// Whether a float32 product runs on oneDNN's matmul primitive: A x W^T (a linear layer's forward) at least
+/// 128 rows by 128 deep on the oneDNN backend, where the primitive beats oneDNN's sgemm (5% per product; 6%
+/// on GPT-2 small's step at 2 threads); not attention's 32-row tiles or the other transposes.
+bool on_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k) {
+  return !ta && tb && m >= 128 && k >= 128 && !small_product(m, n, k) &&
+         kernel::gemm_backend() == kernel::GemmBackend::onednn;
+}
+
+template <class T>
+void bias_rows(const T* bias, T* y, std::int64_t m, std::int64_t n, std::int64_t ldy) {
+  kernel::parallel_for(m, kernel::row_grain(n), [&](std::int64_t r0, std::int64_t r1) {
+    for (std::int64_t r = r0; r < r1; ++r) std::copy_n(bias, n, y + r * ldy);
+  });
+}
 }  // namespace
+
+void kernel::linear_product(std::int64_t m, std::int64_t n, std::int64_t k, const float* x, std::int64_t ldx,
+                            const float* w, std::int64_t ldw, const float* bias, float* y, std::int64_t ldy,
+                            const Bf16Operand& x16, const Bf16Operand& w16) {
+#ifdef XGRAD_HAVE_ONEDNN
+  if (bias && !is_autocast_enabled() && on_matmul(false, true, m, n, k)) {
+    detail::adopt_pool_size();
+    return detail::onednn_matmul(false, true, m, n, k, 1.f, x, ldx, w, ldw, 0.f, y, ldy, bias);
+  }
+#endif
+  if (bias) bias_rows(bias, y, m, n, ldy);
+  gemm(false, true, m, n, k, 1.f, x, ldx, w, ldw, bias ? 1.f : 0.f, y, ldy, x16, w16);
+}
+void kernel::linear_product(std::int64_t m, std::int64_t n, std::int64_t k, const double* x, std::int64_t ldx,
+                            const double* w, std::int64_t ldw, const double* bias, double* y, std::int64_t ldy) {
+  if (bias) bias_rows(bias, y, m, n, ldy);
+  gemm(false, true, m, n, k, 1.0, x, ldx, w, ldw, bias ? 1.0 : 0.0, y, ldy);
+}
 
 bool kernel::transposed_b_is_slow(bool float32, std::int64_t m, std::int64_t n, std::int64_t k) {
   return float32 && small_product(m, n, k) && !is_autocast_enabled() && gemm_backend(true) == GemmBackend::openblas;
@@ -171,14 +205,9 @@ void kernel::detail::sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std
                            const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c,
                            std::int64_t ldc) {
 #ifdef XGRAD_HAVE_ONEDNN
-  const bool small = small_product(m, n, k);
-  if (gemm_backend(small) == GemmBackend::onednn) {
-    // A x W^T (a linear layer's forward) at least 128 rows by 128 deep: oneDNN's matmul primitive beats its
-    // sgemm there (5% per product; 6% on GPT-2 small's step at 2 threads), not on attention's 32-row tiles
-    // or on the other transposes.
-    if (!ta && tb && m >= 128 && k >= 128) return detail::onednn_matmul(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (on_matmul(ta, tb, m, n, k)) return detail::onednn_matmul(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (gemm_backend(small_product(m, n, k)) == GemmBackend::onednn)
     return onednn_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
 #endif
   openblas_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

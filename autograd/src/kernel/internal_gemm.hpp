@@ -12,9 +12,11 @@ void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, flo
 void bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
                const std::uint16_t* a16 = nullptr, const std::uint16_t* b16 = nullptr);
-/// float32 GEMM on oneDNN's matmul primitive (cached by shape); only in builds with oneDNN.
+/// float32 GEMM on oneDNN's matmul primitive (cached by shape), adding bias [n] to every row when given;
+/// only in builds with oneDNN.
 void onednn_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
-                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
+                   std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
+                   const float* bias = nullptr);
 /// Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX) through oneDNN.
 bool bf16_native();
 /// Sets this thread's OpenMP thread count to the pool's size: OpenBLAS's OpenMP build and oneDNN follow
