@@ -55,10 +55,12 @@ void layer_norm_backward(const T* g, const T* x, const T* w, const T* mean, cons
   // Per block: n partial dw then n partial db.
   std::vector<T> partial(dw || db ? static_cast<std::size_t>(blocks * 2 * n) : 0, T(0));
   parallel_for(blocks, std::max<std::int64_t>(1, row_grain(n) / kLayerNormBlockRows), [&](std::int64_t b0, std::int64_t b1) {
-    std::vector<T> xhat(static_cast<std::size_t>(n)), dxhat(static_cast<std::size_t>(n));
+    // sink: where a missing dw or db is accumulated, so that one branch-free loop serves every case.
+    std::vector<T> xhat(static_cast<std::size_t>(n)), dxhat(static_cast<std::size_t>(n)),
+        sink(partial.empty() ? static_cast<std::size_t>(2 * n) : 0);
     for (std::int64_t blk = b0; blk < b1; ++blk) {
-      T* pdw = partial.empty() ? nullptr : partial.data() + blk * 2 * n;
-      T* pdb = pdw ? pdw + n : nullptr;
+      T* pdw = partial.empty() ? sink.data() : partial.data() + blk * 2 * n;
+      T* pdb = pdw + n;
       for (std::int64_t r = blk * kLayerNormBlockRows; r < std::min(rows, (blk + 1) * kLayerNormBlockRows); ++r) {
         const T* xr = x + r * n;
         const T* gr = g + r * n;
@@ -71,26 +73,29 @@ void layer_norm_backward(const T* g, const T* x, const T* w, const T* mean, cons
           xh[i] = (xr[i] - mu) * rs;
           dxh[i] = gr[i] * w[i];
         }
-        // The two row means through the vectorised helpers: GCC turned a two-variable simd reduction
+        // Both row means in one pass of the vectorised helper: GCC turned a two-variable simd reduction
         // here into gathers.
-        const T m1 = row_sum(dxh, n) / T(n), m2 = row_dot(dxh, xh, n) / T(n);
+        const auto sums = row_sum_dot(dxh, xh, n);
+        const T m1 = sums.first / T(n), m2 = sums.second / T(n);
         if (accumulate) {
           // Rounded before the add, in a loop of its own (no fused multiply-add across them): the same bits
           // as adding a separate dx, whichever path a backward takes.
 #pragma omp simd
-          for (std::int64_t i = 0; i < n; ++i) dxh[i] = rs * (dxh[i] - m1 - xh[i] * m2);
+          for (std::int64_t i = 0; i < n; ++i) {
+            dxh[i] = rs * (dxh[i] - m1 - xh[i] * m2);
+            pdw[i] += gr[i] * xh[i];
+            pdb[i] += gr[i];
+          }
 #pragma omp simd
           for (std::int64_t i = 0; i < n; ++i) dr[i] += dxh[i];
         } else {
 #pragma omp simd
-          for (std::int64_t i = 0; i < n; ++i) dr[i] = rs * (dxh[i] - m1 - xh[i] * m2);
+          for (std::int64_t i = 0; i < n; ++i) {
+            dr[i] = rs * (dxh[i] - m1 - xh[i] * m2);
+            pdw[i] += gr[i] * xh[i];
+            pdb[i] += gr[i];
+          }
         }
-        if (dw)
-#pragma omp simd
-          for (std::int64_t i = 0; i < n; ++i) pdw[i] += gr[i] * xh[i];
-        if (db)
-#pragma omp simd
-          for (std::int64_t i = 0; i < n; ++i) pdb[i] += gr[i];
       }
     }
   });

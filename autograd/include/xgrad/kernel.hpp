@@ -291,6 +291,9 @@ double row_dot(const double* a, const double* b, std::int64_t n);
 /// sum of a[i].
 float row_sum(const float* a, std::int64_t n);
 double row_sum(const double* a, std::int64_t n);
+/// {sum of a[i], sum of a[i] * b[i]} in one pass.
+std::pair<float, float> row_sum_dot(const float* a, const float* b, std::int64_t n);
+std::pair<double, double> row_sum_dot(const double* a, const double* b, std::int64_t n);
 
 /// {mean, population variance} of x[0, n) in one pass (sums shifted by x[0], vectorised): no cancellation
 /// when the mean is large against the spread.

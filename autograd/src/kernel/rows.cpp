@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "xgrad/kernel.hpp"
@@ -17,14 +18,24 @@
 namespace xg::kernel {
 
 namespace {
-/// Sums (or takes the max of) the lanes of a batch through memory: xsimd::hadd's AVX-512 double path
-/// trips GCC 12's false -Wuninitialized.
+/// Takes the max (or another fold) of the lanes of a batch through memory.
 template <class T, class B, class F>
 T fold_lanes(const B& acc, T init, F f) {
   alignas(64) T lanes[B::size];
   acc.store_aligned(lanes);
   for (std::size_t k = 0; k < B::size; ++k) init = f(init, lanes[k]);
   return init;
+}
+
+/// The sum of a batch's lanes: xsimd's in-register halving for float (through memory GCC made it a chain
+/// of permutes with a constant loaded for each, the larger part of a 128-wide row's sum); through memory
+/// for double, whose AVX-512 hadd trips GCC 12's false -Wuninitialized.
+template <class T, class B>
+T sum_lanes(const B& acc) {
+  if constexpr (std::is_same_v<T, float>)
+    return xsimd::hadd(acc);
+  else
+    return fold_lanes(acc, T(0), [](T a, T b) { return a + b; });
 }
 
 /// Explicit batches: an omp-simd max reduction vectorises with GCC but not with clang.
@@ -53,7 +64,7 @@ T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
     v.store_unaligned(y + i);
     acc += v;
   }
-  T sum = fold_lanes(acc, T(0), [](T a, T b) { return a + b; });
+  T sum = sum_lanes<T>(acc);
   if (i < n) {  // the tail through one padded batch: scalar std::exp costs as much as a batch per element
     alignas(64) T lanes[W] = {};
     std::copy(x + i, x + n, lanes);
@@ -81,6 +92,33 @@ T sum_of(const T* a, std::int64_t n) {
   for (std::int64_t i = 0; i < n; ++i) s += a[i];
   return s;
 }
+/// Two sums in one pass, in explicit batches (an omp simd reduction of two variables became gathers).
+template <class T>
+std::pair<T, T> sum_dot_of(const T* a, const T* b, std::int64_t n) {
+  using B = xsimd::batch<T>;
+  constexpr std::int64_t W = B::size;
+  B s[2] = {B(T(0)), B(T(0))}, d[2] = {B(T(0)), B(T(0))};  // two of each: the adds' latency, not their rate
+  std::int64_t i = 0;
+  for (; i + 2 * W <= n; i += 2 * W)
+    for (std::int64_t l = 0; l < 2; ++l) {
+      const B va = B::load_unaligned(a + i + l * W);
+      s[l] += va;
+      d[l] = xsimd::fma(va, B::load_unaligned(b + i + l * W), d[l]);
+    }
+  if (i + W <= n) {
+    const B va = B::load_unaligned(a + i);
+    s[0] += va;
+    d[0] = xsimd::fma(va, B::load_unaligned(b + i), d[0]);
+    i += W;
+  }
+  T ts = sum_lanes<T>(s[0] + s[1]), td = sum_lanes<T>(d[0] + d[1]);
+  for (; i < n; ++i) {
+    ts += a[i];
+    td += a[i] * b[i];
+  }
+  return {ts, td};
+}
+
 /// Mean and population variance of the n values load(i) yields, in one pass: sums of d = x - shift and of
 /// d^2 in independent vector accumulators. With the shift one of the values (the first), the variance
 /// cannot cancel away: n (mean - shift)^2 is at most n times the sum of squares it is subtracted from, so
@@ -105,9 +143,8 @@ std::pair<T, T> moments_of(std::int64_t n, T shift, Load load) {
     s1[0] += d;
     s2[0] = xsimd::fma(d, d, s2[0]);
   }
-  const auto add = [](T a, T b) { return a + b; };
-  T t1 = fold_lanes((s1[0] + s1[1]) + (s1[2] + s1[3]), T(0), add);
-  T t2 = fold_lanes((s2[0] + s2[1]) + (s2[2] + s2[3]), T(0), add);
+  T t1 = sum_lanes<T>((s1[0] + s1[1]) + (s1[2] + s1[3]));
+  T t2 = sum_lanes<T>((s2[0] + s2[1]) + (s2[2] + s2[3]));
   if (i < n) {  // the last partial batch: only its real values count
     alignas(64) T tail[W];
     load(i).store_aligned(tail);
@@ -140,6 +177,8 @@ float row_dot(const float* a, const float* b, std::int64_t n) { return dot_of(a,
 double row_dot(const double* a, const double* b, std::int64_t n) { return dot_of(a, b, n); }
 float row_sum(const float* a, std::int64_t n) { return sum_of(a, n); }
 double row_sum(const double* a, std::int64_t n) { return sum_of(a, n); }
+std::pair<float, float> row_sum_dot(const float* a, const float* b, std::int64_t n) { return sum_dot_of(a, b, n); }
+std::pair<double, double> row_sum_dot(const double* a, const double* b, std::int64_t n) { return sum_dot_of(a, b, n); }
 
 namespace {
 template <class T>
