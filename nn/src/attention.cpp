@@ -113,9 +113,10 @@ struct Tile {
 /// Query rows per tile: a tile's [rows, S] score block stays in L2 (~128 KB of float32) while it is
 /// masked, normalised and multiplied, flash-attention style. Under a causal or window rule a tile skips
 /// the keys none of its rows sees, so tiles stay short (the waste is about half a tile per row): 16 rows
-/// for up to 128 queries, where the products are a few microseconds and cheap to call, 32 above.
+/// for up to 128 queries, where the products are a few microseconds and cheap to call, 32 above. Not under
+/// autocast: a bf16 product rounds and packs its operands per call, which short tiles would multiply.
 std::int64_t tile_rows(const Dims& z, const MaskRule& rule) {
-  if (rule.causal || rule.window > 0) return z.t <= 128 ? 16 : 32;
+  if ((rule.causal || rule.window > 0) && !is_autocast_enabled()) return z.t <= 128 ? 16 : 32;
   return std::max<std::int64_t>(32, 32768 / std::max<std::int64_t>(z.s, 1));
 }
 
