@@ -66,6 +66,7 @@ def main():
             att = torch.softmax(att.masked_fill(~mask, float("-inf")), dim=-1)
             (att @ v).backward(g)
 
+        seconds = median_seconds(step)
     elif name == "attention_baby":
         gen = torch.Generator().manual_seed(0)
         qkv = torch.randn(12, 64, 3 * 128, generator=gen, requires_grad=True)
