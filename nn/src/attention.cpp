@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <span>
 
 #include "xgrad/kernel.hpp"
 #include "xgrad/autograd.hpp"
@@ -140,10 +141,11 @@ struct RowsOperand {
       : x(x_), ld(ld_), s(s_), depth(depth_), xt(copy) {
     if (xt) transpose(s, depth, x, ld, xt, s);
   }
-  /// c [m, j1 - j0] = alpha a x[j0:j1]^T.
-  void product(std::int64_t m, std::int64_t j0, std::int64_t j1, T alpha, const T* a, std::int64_t lda, T* c) const {
-    if (xt) return gemm(false, false, m, j1 - j0, depth, alpha, a, lda, xt + j0, s, T(0), c, j1 - j0);
-    gemm(false, true, m, j1 - j0, depth, alpha, a, lda, x + j0 * ld, ld, T(0), c, j1 - j0);
+  /// c [m, j1 - j0] (leading dimension ldc) = alpha a x[j0:j1]^T.
+  void product(std::int64_t m, std::int64_t j0, std::int64_t j1, T alpha, const T* a, std::int64_t lda, T* c,
+               std::int64_t ldc) const {
+    if (xt) return gemm(false, false, m, j1 - j0, depth, alpha, a, lda, xt + j0, s, T(0), c, ldc);
+    gemm(false, true, m, j1 - j0, depth, alpha, a, lda, x + j0 * ld, ld, T(0), c, ldc);
   }
 };
 
@@ -158,17 +160,17 @@ std::pair<std::int64_t, std::int64_t> row_keys(const MaskRule& rule, const Dims&
   return {lo, std::min(tile.keys(), lo + (hi - lo + 15) / 16 * 16)};
 }
 
-/// p [rows, keys] = scale q k^T over the tile: the rule's disallowed pairs at 0 (outside each row's
+/// p [rows, keys] (leading dimension ldp) = scale q k^T over the tile: the rule's disallowed pairs at 0 (outside each row's
 /// row_keys range, which is all the softmax loops touch: a causal tile skips half its exps), the padding
 /// mask's at -inf (pad: [T, S] of 0/1 or null).
 template <class T>
 void masked_scores(const T* q, std::int64_t ldq, const RowsOperand<T>& k, const double* pad, const MaskRule& rule,
-                   T scale, const Dims& z, const Tile& tile, T* p) {
+                   T scale, const Dims& z, const Tile& tile, T* p, std::int64_t ldp) {
   const std::int64_t nk = tile.keys();
-  k.product(tile.rows(), tile.j0, tile.j1, scale, q + tile.i0 * ldq, ldq, p);
+  k.product(tile.rows(), tile.j0, tile.j1, scale, q + tile.i0 * ldq, ldq, p, ldp);
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   for (std::int64_t i = tile.i0; i < tile.i1; ++i) {
-    T* row = p + (i - tile.i0) * nk;  // key j at row[j - j0]
+    T* row = p + (i - tile.i0) * ldp;  // key j at row[j - j0]
     const auto [lo, hi] = row_keys(rule, z, tile, i);
     const std::int64_t last = std::clamp(rule.visible(i, z.s).second - tile.j0, lo, hi);  // end of the visible keys
     std::fill(row, row + lo, T(0));
@@ -183,12 +185,13 @@ void masked_scores(const T* q, std::int64_t ldq, const RowsOperand<T>& k, const 
 }
 
 /// One (batch, head) block forward, tile by tile: p = softmax(masked scores) per row, lse [T] = each row's
-/// log-sum-exp, out [T, Dv] = p v. p is [tile rows, S] scratch. A row with nothing to attend to is NaN,
-/// as softmax over all -inf is in PyTorch.
+/// log-sum-exp, out [T, Dv] = p v. p is [tile rows, S] scratch, or with `probs` [T, S] each tile's
+/// probabilities are written there and kept for backward (where a tile reads only its own keys' columns).
+/// A row with nothing to attend to is NaN, as softmax over all -inf is in PyTorch.
 template <class T>
 void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
-                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* p, T* kt, T* lse, T* out,
-                       std::int64_t ldo) {
+                       const double* pad, const MaskRule& rule, T scale, const Dims& z, T* scratch, T* probs, T* kt,
+                       T* lse, T* out, std::int64_t ldo) {
   const RowsOperand<T> keys(k, ldk, z.s, z.d, kt);
   constexpr T nan = std::numeric_limits<T>::quiet_NaN();
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
@@ -199,14 +202,16 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
       for (std::int64_t i = tile.i0; i < tile.i1; ++i) std::fill_n(out + i * ldo, z.dv, nan);
       continue;
     }
-    masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p);
+    T* p = probs ? probs + tile.i0 * z.s + tile.j0 : scratch;
+    const std::int64_t ldp = probs ? z.s : nk;
+    masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p, ldp);
     for (std::int64_t r = 0; r < tile.rows(); ++r) {
       const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
-      T* row = p + r * nk + lo;
+      T* row = p + r * ldp + lo;
       const std::int64_t n = hi - lo;
       T m = row_max(row, n);
       if (std::isinf(m)) {  // nothing visible (n = 0 gives -inf too)
-        std::fill_n(p + r * nk, nk, nan);
+        std::fill_n(p + r * ldp, nk, nan);
         lse[tile.i0 + r] = nan;
         continue;
       }
@@ -216,19 +221,20 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
       for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
       lse[tile.i0 + r] = m + std::log(sum);
     }
-    gemm(false, false, tile.rows(), z.dv, nk, T(1), p, nk, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * ldo, ldo);
+    gemm(false, false, tile.rows(), z.dv, nk, T(1), p, ldp, v + tile.j0 * ldv, ldv, T(0), out + tile.i0 * ldo, ldo);
   }
 }
 
-/// One block backward from g [T, Dv], tile by tile: recomputes p = exp(scores - lse), then
-/// dv += p^T g;  ds = p (g v^T - rowsum(g v^T p));  dq = scale ds k;  dk += scale ds^T q over the tile's
-/// keys (dk and dv accumulate across tiles in the GEMM, beta = 1). p and dp are [tile rows, S] scratch.
+/// One block backward from g [T, Dv], tile by tile: p = the forward's `probs` [T, S] when kept, else
+/// recomputed as exp(scores - lse); then dv += p^T g;  ds = p (g v^T - rowsum(g v^T p));  dq = scale ds k;
+/// dk += scale ds^T q over the tile's keys (dk and dv accumulate across tiles in the GEMM, beta = 1). p and
+/// dp are [tile rows, S] scratch.
 /// A row with nothing to attend to made the forward NaN; its gradients are NaN everywhere, as in PyTorch.
 template <class T>
 void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t ldk, const T* v, std::int64_t ldv,
                         const T* g, std::int64_t ldg, const double* pad, const MaskRule& rule, T scale, const T* lse,
-                        const Dims& z, T* p, T* dp, T* kt, T* vt, T* dq, std::int64_t lddq, T* dk, std::int64_t lddk,
-                        T* dv, std::int64_t lddv) {
+                        const T* probs, const Dims& z, T* scratch, T* dp, T* kt, T* vt, T* dq, std::int64_t lddq, T* dk,
+                        std::int64_t lddk, T* dv, std::int64_t lddv) {
   auto fill_rows = [](T* m, std::int64_t rows, std::int64_t cols, std::int64_t ld, T value) {
     for (std::int64_t r = 0; r < rows; ++r) std::fill_n(m + r * ld, cols, value);
   };
@@ -245,17 +251,21 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
   for (std::int64_t i0 = 0; i0 < z.t; i0 += tile_rows(z, rule)) {
     const Tile tile = tile_at(rule, z, i0);
     const std::int64_t nk = tile.keys(), nr = tile.rows();
-    masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p);
-    for (std::int64_t r = 0; r < nr; ++r) {
-      const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
-      T* row = p + r * nk + lo;
-      exp_shift_sum(row, row, hi - lo, lse[tile.i0 + r]);  // padded entries (-inf) become 0
+    const T* p = probs ? probs + tile.i0 * z.s + tile.j0 : scratch;
+    const std::int64_t ldp = probs ? z.s : nk;
+    if (!probs) {
+      masked_scores(q, ldq, keys, pad, rule, scale, z, tile, scratch, nk);
+      for (std::int64_t r = 0; r < nr; ++r) {
+        const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
+        T* row = scratch + r * nk + lo;
+        exp_shift_sum(row, row, hi - lo, lse[tile.i0 + r]);  // padded entries (-inf) become 0
+      }
     }
     const T* gt = g + tile.i0 * ldg;
-    gemm(true, false, nk, z.dv, nr, T(1), p, nk, gt, ldg, T(1), dv + tile.j0 * lddv, lddv);
-    values.product(nr, tile.j0, tile.j1, T(1), gt, ldg, dp);
+    gemm(true, false, nk, z.dv, nr, T(1), p, ldp, gt, ldg, T(1), dv + tile.j0 * lddv, lddv);
+    values.product(nr, tile.j0, tile.j1, T(1), gt, ldg, dp, nk);
     for (std::int64_t r = 0; r < nr; ++r) {
-      const T* pr = p + r * nk;
+      const T* pr = p + r * ldp;
       T* dr = dp + r * nk;
       T dot = row_dot(dr, pr, nk);
       for (std::int64_t j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - dot);
@@ -273,9 +283,20 @@ bool transpose_pays(const Dims& z, const MaskRule& rule) {
   return rows < z.t && kernel::transposed_b_is_slow<T>(rows, z.s, std::max(z.d, z.dv));
 }
 
-/// Forward over every (batch, head) block, spread over the thread pool; out is written through its operand.
+/// Whether forward keeps the probabilities [T, S] per block for backward, which then neither recomputes
+/// the scores nor exponentiates them again: where they take no more memory than the block's q, k and v,
+/// i.e. short sequences (flash attention's recomputation is for long ones).
+bool keep_probs(const Dims& z) { return z.t * z.s <= z.t * z.d + z.s * (z.d + z.dv); }
+
+/// The kept probabilities of `blocks` blocks, or undefined (also when no gradient will be asked for).
+Tensor probs_for(const Dims& z, std::int64_t blocks, std::span<const Tensor> inputs) {
+  return keep_probs(z) && autograd::needs_grad(inputs) ? empty({blocks, z.t, z.s}, {inputs[0].dtype()}) : Tensor();
+}
+
+/// Forward over every (batch, head) block, spread over the thread pool; out is written through its operand,
+/// and the probabilities into `probs` [blocks, T, S] when it is defined.
 void run_forward(const Operand& qo, const Operand& ko, const Operand& vo, const Tensor& pad, const MaskRule& rule,
-                 double scale, const Dims& z, const Operand& oo, const Tensor& lse) {
+                 double scale, const Dims& z, const Operand& oo, const Tensor& lse, const Tensor& probs) {
   const auto nb = static_cast<std::int64_t>(qo.offsets.size());
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention", [&]<class T>() {
     const bool copy = transpose_pays<T>(z, rule);
@@ -285,26 +306,29 @@ void run_forward(const Operand& qo, const Operand& ko, const Operand& vo, const 
       for (std::int64_t b = b0; b < b1; ++b)
         attention_forward<T>(qo.at<T>(b), qo.ld, ko.at<T>(b), ko.ld, vo.at<T>(b), vo.ld,
                              pad.defined() ? ptr<double>(pad) + b * z.t * z.s : nullptr, rule, T(scale), z, p.data(),
-                             copy ? kt.data() : nullptr, ptr<T>(lse) + b * z.t, oo.out<T>(b), oo.ld);
+                             probs.defined() ? ptr<T>(probs) + b * z.t * z.s : nullptr, copy ? kt.data() : nullptr,
+                             ptr<T>(lse) + b * z.t, oo.out<T>(b), oo.ld);
     });
   });
 }
 
 /// Backward over every block; dq, dk, dv are written through their operands.
 void run_backward(const Operand& qo, const Operand& ko, const Operand& vo, const Operand& go, const Tensor& pad,
-                  const MaskRule& rule, double scale, const Tensor& lse, const Dims& z, const Operand& dqo,
-                  const Operand& dko, const Operand& dvo) {
+                  const MaskRule& rule, double scale, const Tensor& lse, const Tensor& probs, const Dims& z,
+                  const Operand& dqo, const Operand& dko, const Operand& dvo) {
   dispatch_float(qo.t.dtype(), "scaled_dot_product_attention_backward", [&]<class T>() {
-    const bool copy = transpose_pays<T>(z, rule);
+    // With the probabilities kept, the keys are not multiplied as A B^T: only the values need a copy.
+    const bool copy_v = transpose_pays<T>(z, rule), copy_k = copy_v && !probs.defined();
     parallel_for(static_cast<std::int64_t>(qo.offsets.size()), z.grain(), [&](std::int64_t b0, std::int64_t b1) {
-      std::vector<T> p(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)), dp(p.size()),
-          kt(copy ? static_cast<std::size_t>(z.s * z.d) : 0), vt(copy ? static_cast<std::size_t>(z.s * z.dv) : 0);
+      std::vector<T> p(probs.defined() ? 0 : static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)),
+          dp(static_cast<std::size_t>(std::min(z.t, tile_rows(z, rule)) * z.s)),
+          kt(copy_k ? static_cast<std::size_t>(z.s * z.d) : 0), vt(copy_v ? static_cast<std::size_t>(z.s * z.dv) : 0);
       for (std::int64_t i = b0; i < b1; ++i)
         attention_backward<T>(qo.at<T>(i), qo.ld, ko.at<T>(i), ko.ld, vo.at<T>(i), vo.ld, go.at<T>(i), go.ld,
                               pad.defined() ? ptr<double>(pad) + i * z.t * z.s : nullptr, rule, T(scale),
-                              ptr<T>(lse) + i * z.t, z, p.data(), dp.data(), copy ? kt.data() : nullptr,
-                              copy ? vt.data() : nullptr, dqo.out<T>(i), dqo.ld, dko.out<T>(i), dko.ld, dvo.out<T>(i),
-                              dvo.ld);
+                              ptr<T>(lse) + i * z.t, probs.defined() ? ptr<T>(probs) + i * z.t * z.s : nullptr, z,
+                              p.data(), dp.data(), copy_k ? kt.data() : nullptr, copy_v ? vt.data() : nullptr,
+                              dqo.out<T>(i), dqo.ld, dko.out<T>(i), dko.ld, dvo.out<T>(i), dvo.ld);
     });
   });
 }
@@ -322,6 +346,7 @@ struct AttentionRule {
   Saved q, k, v, pad;  // pad: the padding mask broadcast to [..., T, S] as float64 (or undefined)
   Tensor mask;         // the user's mask, for the composite path
   Tensor lse;          // [batch, T]
+  Tensor probs;        // [batch, T, S] when kept (keep_probs), else undefined
   MaskRule rule;
   double scale;
   bool bf16;  // recorded under autocast: the backward products run in bf16 too
@@ -330,8 +355,8 @@ struct AttentionRule {
     autocast precision(bf16);
     const Tensor &qv = q.get(), &kv = k.get(), &vv = v.get();
     Tensor dq = empty(qv.shape(), {qv.dtype()}), dk = empty(kv.shape(), {qv.dtype()}), dv = empty(vv.shape(), {qv.dtype()});
-    run_backward(operand(qv), operand(kv), operand(vv), operand(g), pad.get(), rule, scale, lse, Dims::of(qv, kv, vv),
-                 operand(dq), operand(dk), operand(dv));
+    run_backward(operand(qv), operand(kv), operand(vv), operand(g), pad.get(), rule, scale, lse, probs,
+                 Dims::of(qv, kv, vv), operand(dq), operand(dk), operand(dv));
     return {dq, dk, dv};
   }
   Grads composite(const Tensor& g) const {
@@ -362,7 +387,7 @@ Tensor merge_heads(const Tensor& y) {
 
 struct PackedAttentionRule {
   Saved qkv, pad;
-  Tensor mask, lse;
+  Tensor mask, lse, probs;
   MaskRule rule;
   double scale;
   std::int64_t heads;
@@ -377,7 +402,7 @@ struct PackedAttentionRule {
     const Dims z{x.shape()[1], x.shape()[1], d, d};
     run_backward(operand(head_view(xc, heads, d, 0)), operand(head_view(xc, heads, d, c)),
                  operand(head_view(xc, heads, d, 2 * c)), operand(head_view(gc, heads, d, 0)), pad.get(), rule, scale,
-                 lse, z, operand(head_view(dx, heads, d, 0)), operand(head_view(dx, heads, d, c)),
+                 lse, probs, z, operand(head_view(dx, heads, d, 0)), operand(head_view(dx, heads, d, c)),
                  operand(head_view(dx, heads, d, 2 * c)));
     return {dx};
   }
@@ -437,9 +462,11 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Tensor lse = empty({static_cast<std::int64_t>(qo.offsets.size()), z.t}, {q.dtype()});
   // The padding mask read through broadcast strides, as doubles, per batch element.
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
-  run_forward(qo, operand(k), operand(v), pad, rule, scale, z, operand(out), lse);
+  const Tensor inputs[] = {q, k, v};
+  Tensor probs = probs_for(z, static_cast<std::int64_t>(qo.offsets.size()), inputs);
+  run_forward(qo, operand(k), operand(v), pad, rule, scale, z, operand(out), lse, probs);
   return autograd::record_fused("scaled_dot_product_attention", {q, k, v}, out,
-                                AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, rule, scale,
+                                AttentionRule{Saved(q), Saved(k), Saved(v), Saved(pad), o.mask, lse, probs, rule, scale,
                                               is_autocast_enabled()});
 }
 
@@ -461,10 +488,12 @@ Tensor packed_self_attention(const Tensor& qkv, std::int64_t heads, const Attent
   Tensor y = empty({qkv.shape()[0], z.t, c}, {qkv.dtype()});
   Tensor lse = empty({qkv.shape()[0] * heads, z.t}, {qkv.dtype()});
   Tensor pad = o.mask.defined() ? contiguous_data(expand(o.mask.detach().to(DType::float64), full)) : Tensor();
+  Tensor probs = probs_for(z, qkv.shape()[0] * heads, std::span<const Tensor>(&qkv, 1));
   run_forward(operand(head_view(x, heads, z.d, 0)), operand(head_view(x, heads, z.d, c)),
-              operand(head_view(x, heads, z.d, 2 * c)), pad, rule, scale, z, operand(head_view(y, heads, z.d, 0)), lse);
+              operand(head_view(x, heads, z.d, 2 * c)), pad, rule, scale, z, operand(head_view(y, heads, z.d, 0)), lse,
+              probs);
   return autograd::record_fused("packed_self_attention", {qkv}, y,
-                                PackedAttentionRule{Saved(qkv), Saved(pad), o.mask, lse, rule, scale, heads,
+                                PackedAttentionRule{Saved(qkv), Saved(pad), o.mask, lse, probs, rule, scale, heads,
                                                     is_autocast_enabled()});
 }
 
