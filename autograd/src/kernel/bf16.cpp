@@ -125,7 +125,7 @@ void run_matmul(const Key& key, const void* a, const void* b, float* c, const fl
 
 void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                       std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
-                      const std::uint16_t* a16, const std::uint16_t* b16) {
+                      const std::uint16_t* a16, const std::uint16_t* b16, const float* bias) {
   thread_local std::vector<std::uint16_t> pa, pb;
   const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   if (!a16) {
@@ -138,7 +138,7 @@ void onednn_bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int
     pack_bf16(b, br, bc, ldb, pb.data());
     b16 = pb.data();
   }
-  run_matmul({true, m, n, k, ac, bc, ldc, ta, tb, alpha, beta}, a16, b16, c);
+  run_matmul({true, m, n, k, ac, bc, ldc, ta, tb, alpha, beta, bias != nullptr}, a16, b16, c, bias);
 }
 #endif
 }  // namespace
@@ -166,13 +166,15 @@ bool kernel::detail::bf16_native() {
 
 void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
-                               float* c, std::int64_t ldc, const std::uint16_t* a16, const std::uint16_t* b16) {
+                               float* c, std::int64_t ldc, const std::uint16_t* a16, const std::uint16_t* b16,
+                               const float* bias) {
 #ifdef XGRAD_HAVE_ONEDNN
   static const bool native = bf16_native();
-  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16);
+  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16, bias);
 #endif
   (void)a16;  // only made when native (Bf16Operand)
   (void)b16;
+  XG_CHECK(!bias, "bf16_gemm: a bias needs oneDNN's bf16 matmul");  // linear_product adds it itself otherwise
   rounded_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

@@ -169,8 +169,11 @@ void kernel::linear_product(std::int64_t m, std::int64_t n, std::int64_t k, cons
                             const float* w, std::int64_t ldw, const float* bias, float* y, std::int64_t ldy,
                             const Bf16Operand& x16, const Bf16Operand& w16) {
 #ifdef XGRAD_HAVE_ONEDNN
-  if (bias && !is_autocast_enabled() && on_matmul(false, true, m, n, k)) {
+  if (bias && m > 0 && n > 0 && k > 0 &&
+      (is_autocast_enabled() ? detail::bf16_native() : on_matmul(false, true, m, n, k))) {
     detail::adopt_pool_size();
+    if (is_autocast_enabled())
+      return detail::bf16_gemm(false, true, m, n, k, 1.f, x, ldx, w, ldw, 0.f, y, ldy, x16.data(), w16.data(), bias);
     return detail::onednn_matmul(false, true, m, n, k, 1.f, x, ldx, w, ldw, 0.f, y, ldy, bias);
   }
 #endif

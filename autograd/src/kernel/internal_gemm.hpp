@@ -9,9 +9,10 @@ namespace xg::kernel::detail {
 void sgemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
            std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc);
 /// bf16 operands, float32 accumulation; a16 / b16, when not null, are a and b already rounded (compact).
+/// bias [n], added to every row, only where bf16_native().
 void bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
                std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,
-               const std::uint16_t* a16 = nullptr, const std::uint16_t* b16 = nullptr);
+               const std::uint16_t* a16 = nullptr, const std::uint16_t* b16 = nullptr, const float* bias = nullptr);
 /// float32 GEMM on oneDNN's matmul primitive (cached by shape), adding bias [n] to every row when given;
 /// only in builds with oneDNN.
 void onednn_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
