@@ -26,14 +26,19 @@ struct BackendGuard {
   ~BackendGuard() { xg::kernel::set_gemm_backends(large, small); }
 };
 
+/// The float32 backends this build has.
+std::vector<xg::kernel::GemmBackend> build_backends() {
+  std::vector<xg::kernel::GemmBackend> backends = {xg::kernel::GemmBackend::openblas};
+  if (xg::kernel::has_onednn()) backends.push_back(xg::kernel::GemmBackend::onednn);
+  return backends;
+}
+
 }  // namespace
 
 TEST_CASE("float32 GEMM matches a float64 reference on every backend") {
   BackendGuard keep;
-  std::vector<xg::kernel::GemmBackend> backends = {xg::kernel::GemmBackend::openblas};
-  if (xg::kernel::has_onednn()) backends.push_back(xg::kernel::GemmBackend::onednn);
   xg::Generator gen(5);
-  for (auto backend : backends) {
+  for (auto backend : build_backends()) {
     xg::kernel::set_gemm_backend(backend);
     INFO(xg::kernel::gemm_backend_name());
     for (auto [m, n, k] : {std::array{1, 1, 1}, {7, 13, 5}, {64, 96, 200}, {129, 65, 257}})
@@ -115,10 +120,8 @@ TEST_CASE("transpose writes x^T with both leading dimensions") {
 
 TEST_CASE("linear_product adds the bias to x w^T on every backend and size") {
   BackendGuard keep;
-  std::vector<xg::kernel::GemmBackend> backends = {xg::kernel::GemmBackend::openblas};
-  if (xg::kernel::has_onednn()) backends.push_back(xg::kernel::GemmBackend::onednn);
   xg::Generator gen(11);
-  for (auto backend : backends) {
+  for (auto backend : build_backends()) {
     xg::kernel::set_gemm_backend(backend);
     // 130 x 129 deep: oneDNN's matmul primitive with its bias argument; 6 x 5: the small GEMM.
     for (auto [m, n, k] : {std::array{130, 70, 129}, {6, 3, 5}})
