@@ -112,8 +112,8 @@ struct Tile {
 };
 
 /// Query rows per tile: a tile's [rows, S] score block stays in L2 (~128 KB of float32) while it is
-/// masked, normalised and multiplied, flash-attention style. Under a causal or window rule a tile skips
-/// the keys none of its rows sees, so tiles stay short (the waste is about half a tile per row): 16 rows
+/// masked, normalised and multiplied, flash-attention style. Under a causal or window rule a tile never
+/// multiplies the keys none of its rows sees, so tiles stay short (the waste is about half a tile per row): 16 rows
 /// for up to 128 queries, where the products are a few microseconds and cheap to call, 32 above. Not under
 /// autocast: a bf16 product rounds and packs its operands per call, which short tiles would multiply.
 std::int64_t tile_rows(const Dims& z, const MaskRule& rule) {
@@ -149,20 +149,23 @@ struct RowsOperand {
   }
 };
 
-/// The keys [lo, hi) of tile row i (relative to the tile's first key) the softmax loops touch: those the
-/// rule lets it see, the end rounded up to whole vectors (16 floats) within the tile; the keys past the
-/// visible ones in that stretch are masked at -inf, so a partial vector never takes the scalar path.
-std::pair<std::int64_t, std::int64_t> row_keys(const MaskRule& rule, const Dims& z, const Tile& tile, std::int64_t i) {
+/// Tile row i's keys, relative to the tile's first key: [lo, last) the rule lets it see, and [lo, hi) the
+/// softmax loops touch, `last` rounded up to whole vectors (16 floats) within the tile; the keys in
+/// [last, hi) are masked at -inf, so a partial vector never takes the scalar path.
+struct RowKeys {
+  std::int64_t lo, last, hi;
+};
+RowKeys row_keys(const MaskRule& rule, const Dims& z, const Tile& tile, std::int64_t i) {
   const auto vis = rule.visible(i, z.s);
   const std::int64_t lo = std::clamp(vis.first, tile.j0, tile.j1) - tile.j0;
-  const std::int64_t hi = std::clamp(vis.second, tile.j0 + lo, tile.j1) - tile.j0;
-  if (hi == lo) return {lo, hi};
-  return {lo, std::min(tile.keys(), lo + (hi - lo + 15) / 16 * 16)};
+  const std::int64_t last = std::clamp(vis.second, tile.j0 + lo, tile.j1) - tile.j0;
+  return {lo, last, last == lo ? lo : std::min(tile.keys(), lo + (last - lo + 15) / 16 * 16)};
 }
 
-/// p [rows, keys] (leading dimension ldp) = scale q k^T over the tile: the rule's disallowed pairs at 0 (outside each row's
-/// row_keys range, which is all the softmax loops touch: a causal tile skips half its exps), the padding
-/// mask's at -inf (pad: [T, S] of 0/1 or null).
+/// p [rows, keys] (leading dimension ldp) = scale q k^T over the tile: the rule's disallowed pairs at 0
+/// outside each row's row_keys range (the softmax loops touch only that range, so a causal tile
+/// exponentiates about half its scores) and at -inf inside it, the padding mask's at -inf (pad: [T, S] of
+/// 0/1 or null).
 template <class T>
 void masked_scores(const T* q, std::int64_t ldq, const RowsOperand<T>& k, const double* pad, const MaskRule& rule,
                    T scale, const Dims& z, const Tile& tile, T* p, std::int64_t ldp) {
@@ -171,8 +174,7 @@ void masked_scores(const T* q, std::int64_t ldq, const RowsOperand<T>& k, const 
   constexpr T ninf = -std::numeric_limits<T>::infinity();
   for (std::int64_t i = tile.i0; i < tile.i1; ++i) {
     T* row = p + (i - tile.i0) * ldp;  // key j at row[j - j0]
-    const auto [lo, hi] = row_keys(rule, z, tile, i);
-    const std::int64_t last = std::clamp(rule.visible(i, z.s).second - tile.j0, lo, hi);  // end of the visible keys
+    const auto [lo, last, hi] = row_keys(rule, z, tile, i);
     std::fill(row, row + lo, T(0));
     std::fill(row + last, row + hi, ninf);
     std::fill(row + hi, row + nk, T(0));
@@ -206,7 +208,7 @@ void attention_forward(const T* q, std::int64_t ldq, const T* k, std::int64_t ld
     const std::int64_t ldp = probs ? z.s : nk;
     masked_scores(q, ldq, keys, pad, rule, scale, z, tile, p, ldp);
     for (std::int64_t r = 0; r < tile.rows(); ++r) {
-      const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
+      const auto [lo, last, hi] = row_keys(rule, z, tile, tile.i0 + r);
       T* row = p + r * ldp + lo;
       const std::int64_t n = hi - lo;
       T m = row_max(row, n);
@@ -256,7 +258,7 @@ void attention_backward(const T* q, std::int64_t ldq, const T* k, std::int64_t l
     if (!probs) {
       masked_scores(q, ldq, keys, pad, rule, scale, z, tile, scratch, nk);
       for (std::int64_t r = 0; r < nr; ++r) {
-        const auto [lo, hi] = row_keys(rule, z, tile, tile.i0 + r);
+        const auto [lo, last, hi] = row_keys(rule, z, tile, tile.i0 + r);
         T* row = scratch + r * nk + lo;
         exp_shift_sum(row, row, hi - lo, lse[tile.i0 + r]);  // padded entries (-inf) become 0
       }

@@ -52,6 +52,16 @@ T max_of(const T* x, std::int64_t n) {
   return m;
 }
 
+/// Loads a batch of x at i, padding past n with zeros (only the tail loop reads past the end).
+template <class T>
+xsimd::batch<T> load_padded(const T* x, std::int64_t i, std::int64_t n) {
+  using B = xsimd::batch<T>;
+  if (i + static_cast<std::int64_t>(B::size) <= n) return B::load_unaligned(x + i);
+  alignas(64) T buf[B::size] = {};
+  std::copy(x + i, x + n, buf);
+  return B::load_aligned(buf);
+}
+
 /// xsimd batches: 17-34x faster than scalar std::exp.
 template <class T>
 T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
@@ -66,9 +76,8 @@ T exp_shift_sum_of(const T* x, T* y, std::int64_t n, T shift) {
   }
   T sum = sum_lanes<T>(acc);
   if (i < n) {  // the tail through one padded batch: scalar std::exp costs as much as a batch per element
-    alignas(64) T lanes[W] = {};
-    std::copy(x + i, x + n, lanes);
-    (xsimd::exp(B::load_aligned(lanes) - s)).store_aligned(lanes);
+    alignas(64) T lanes[W];
+    xsimd::exp(load_padded(x, i, n) - s).store_aligned(lanes);
     for (std::int64_t k = 0; i + k < n; ++k) {
       y[i + k] = lanes[k];
       sum += lanes[k];
@@ -158,15 +167,6 @@ std::pair<T, T> moments_of(std::int64_t n, T shift, Load load) {
   return {shift + t1 / nn, std::max(T(0), (t2 - t1 * t1 / nn) / nn)};
 }
 
-/// Loads a batch of x at i, padding past n with zeros (only the tail loop reads past the end).
-template <class T>
-xsimd::batch<T> load_padded(const T* x, std::int64_t i, std::int64_t n) {
-  using B = xsimd::batch<T>;
-  if (i + static_cast<std::int64_t>(B::size) <= n) return B::load_unaligned(x + i);
-  alignas(64) T buf[B::size] = {};
-  std::copy(x + i, x + n, buf);
-  return B::load_aligned(buf);
-}
 }  // namespace
 
 float row_max(const float* x, std::int64_t n) { return max_of(x, n); }
