@@ -8,6 +8,8 @@
 #include <functional>
 #include <limits>
 
+#include <xgrad/kernel.hpp>
+
 #include "helpers.hpp"
 
 namespace nn = xg::nn;
@@ -213,6 +215,10 @@ const std::vector<BadCase>& cases() {
       {"packed attention, heads do not divide", [] { F::packed_self_attention(f64({2, 4, 12}), 3); }, {"3 heads do not divide the width 4"}},
       {"packed attention, mask shape", [] { F::packed_self_attention(f64({2, 4, 12}), 2, {.mask = f64({3, 4})}); }, {"mask"}},
       {"linear, dtype mismatch", [] { F::linear(f64({2, 3}), xg::ones({4, 3})); }, {"linear", "float64", "float32"}},
+      // ---- kernels: sizes past BLAS's 32-bit ints are refused before anything is read or written ----
+      {"transpose, leading dimension past int", [] { float x = 1, xt = 2; xg::kernel::transpose(1, 1, &x, 3'000'000'000, &xt, 1); }, {"ld = 3000000000", "32-bit"}},
+      {"transpose, rows past int", [] { double x = 1, xt = 2; xg::kernel::transpose(3'000'000'000, 1, &x, 1, &xt, 1); }, {"rows = 3000000000", "32-bit"}},
+      {"linear_product, depth past int", [] { double x = 1, w = 1, y = 0; xg::kernel::linear_product(1, 1, 3'000'000'000, &x, 1, &w, 1, nullptr, &y, 1); }, {"k = 3000000000", "32-bit"}},
       // ---- modules ----
       {"load_state_dict, shape mismatch", [] { nn::Linear l(3, 2); l.load_state_dict({{"weight", xg::ones({2, 4})}, {"bias", xg::ones({2})}}); }, {"size mismatch for weight"}},
       {"load_state_dict, int64 weights", [] { nn::Linear l(3, 2); l.load_state_dict({{"weight", xg::zeros({2, 3}, {xg::int64})}, {"bias", xg::ones({2})}}); }, {"int64 in the checkpoint"}},
