@@ -79,8 +79,7 @@ int train(xg::distributed::Communicator& comm, const std::shared_ptr<xg::distrib
     xg::Tensor loss = model.loss(x, y);
     opt->zero_grad();
     loss.backward();
-    xg::optim::clip_grad_norm_(model.parameters(), 1.0);
-    opt->step();
+    opt->step(xg::optim::clip_coef(xg::optim::get_total_norm(model.parameters()), 1.0));
   };
   step();
   std::vector<double> times;

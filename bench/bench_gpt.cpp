@@ -57,8 +57,7 @@ int main(int argc, char** argv) {
       }
       opt.zero_grad();
       loss.backward();
-      xg::optim::clip_grad_norm_(model.parameters(), 1.0);
-      opt.step();
+      opt.step(xg::optim::clip_coef(xg::optim::get_total_norm(model.parameters()), 1.0));
     };
     step();
     std::vector<double> times;

@@ -135,6 +135,70 @@ TEST_CASE("clip_grad_norm_ scales to the global norm and reports non-finite norm
   CHECK(test::values(a.grad()) == std::vector<double>{-1.0, 0.5});
 }
 
+TEST_CASE("get_total_norm and clip_coef split clip_grad_norm_; step(grad_scale) folds the factor in", "[optim]") {
+  Tensor a = xg::zeros({2}, {xg::float64, true}), b = xg::zeros({1}, {xg::float64, true});
+  a.set_grad(xg::tensor({3.0, 0.0}, {2}, {xg::float64}));
+  b.set_grad(xg::tensor({-4.0}, {1}, {xg::float64}));
+  CHECK(optim::get_total_norm({a, b}) == Approx(5.0));
+  CHECK(optim::get_total_norm({a, b}, std::numeric_limits<double>::infinity()) == Approx(4.0));
+  CHECK(test::values(b.grad()) == std::vector<double>{-4.0});  // measured, not changed
+  CHECK(optim::clip_coef(5.0, 1.0) == Approx(0.2).epsilon(1e-6));
+  CHECK(optim::clip_coef(5.0, 10.0) == 1.0);  // under the limit
+  CHECK(optim::clip_coef(5.0, std::numeric_limits<double>::infinity()) == 1.0);
+  b.set_grad(xg::tensor({std::nan("")}, {1}, {xg::float64}));
+  CHECK(std::isnan(optim::get_total_norm({a, b})));
+  test::require_error([&] { optim::get_total_norm({a, b}, 2.0, true); }, {"get_total_norm", "nan"});
+
+  // Each optimizer's scaled step against clip_grad_norm_ and a plain step, over three steps (momentum and
+  // moments carry the factor on): equal within rounding (the compiler may fuse g gs + wd p into one
+  // multiply-add).
+  auto compare = [](xg::DType dtype, auto make) {
+    xg::Generator gen(3);
+    Tensor init = xg::randn({257}, {dtype}, &gen), c = xg::randn({257}, {dtype}, &gen);
+    Tensor p1 = init.clone().requires_grad_(true), p2 = init.clone().requires_grad_(true);
+    auto o1 = make(std::vector<Tensor>{p1});
+    auto o2 = make(std::vector<Tensor>{p2});
+    for (int s = 0; s < 3; ++s) {
+      {
+        xg::autograd::NoGradGuard ng;
+        for (auto* p : {&p1, &p2}) p->set_grad(xg::sin(*p * 3.0) * c + *p * (s + 1.0));
+      }
+      Tensor g_before = p2.grad().clone();
+      optim::clip_grad_norm_({p1}, 0.5);
+      o1.step();
+      const double coef = optim::clip_coef(optim::get_total_norm({p2}), 0.5);
+      REQUIRE(coef < 0.5);  // the factor matters
+      o2.step(coef);
+      CHECK(test::values(p2.grad()) == test::values(g_before));  // the gradients are left as they were
+      const auto v1 = test::values(p1), v2 = test::values(p2);
+      const double tol = dtype == xg::float64 ? 1e-13 : 1e-6;
+      for (std::size_t i = 0; i < v1.size(); ++i) REQUIRE(v2[i] == Approx(v1[i]).epsilon(tol).margin(tol));
+    }
+  };
+  for (auto dtype : {xg::float64, xg::float32}) {
+    compare(dtype, [](auto ps) { return optim::AdamW(ps, {.lr = 0.05, .betas = {0.9, 0.99}, .weight_decay = 0.1}); });
+    compare(dtype, [](auto ps) { return optim::Adam(ps, {.lr = 0.05, .weight_decay = 0.1, .amsgrad = true}); });
+    compare(dtype, [](auto ps) { return optim::SGD(ps, {.lr = 0.1, .momentum = 0.9, .weight_decay = 0.01, .nesterov = true}); });
+  }
+}
+
+TEST_CASE("an optimizer without its own step(grad_scale) scales the gradients, then steps", "[optim]") {
+  struct Plain : optim::Optimizer {  // p -= g
+    explicit Plain(const std::vector<Tensor>& ps) : Optimizer("Plain", {{optim::name_params(ps)}}, 0.0, 0.0) {}
+    using Optimizer::step;
+    void step() override {
+      xg::autograd::NoGradGuard ng;
+      for (auto [_, p] : groups()[0].params) p.sub_(p.grad());
+    }
+  };
+  Tensor p = xg::tensor({1.0, 2.0}, {2}, {xg::float64, true});
+  Plain opt({p});
+  p.set_grad(xg::tensor({4.0, -8.0}, {2}, {xg::float64}));
+  opt.step(0.25);
+  CHECK(test::values(p) == std::vector<double>{0.0, 4.0});
+  CHECK(test::values(p.grad()) == std::vector<double>{1.0, -2.0});
+}
+
 TEST_CASE("a resumed optimizer takes exactly the steps the original would", "[optim]") {
   auto make_params = [] {
     xg::Generator gen(11);

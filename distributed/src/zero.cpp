@@ -145,7 +145,8 @@ std::int64_t ZeroRedundancyOptimizer::shard_numel() const {
   return n;
 }
 
-void ZeroRedundancyOptimizer::step() {
+void ZeroRedundancyOptimizer::step(double grad_scale) {
+  check_grad_scale(grad_scale);
   Impl& m = *impl_;
   autograd::NoGradGuard ng;
   for (std::size_t i = 0; i < groups().size(); ++i) {
@@ -157,7 +158,7 @@ void ZeroRedundancyOptimizer::step() {
     piece.view.set_grad(g.defined() ? g.contiguous().reshape({g.numel()}).narrow(0, piece.offset, piece.length)
                                     : Tensor());
   }
-  m.inner->step();
+  m.inner->step(grad_scale);
   for (auto& piece : m.pieces) piece.view.set_grad(Tensor());
   kernel::dispatch_float(m.dtype, "ZeroRedundancyOptimizer", [&]<class T>() {
     m.gather_shards<T>(

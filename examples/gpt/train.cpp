@@ -70,9 +70,10 @@ double train_step(GPT& model, const Dataset& data, xg::optim::Optimizer& opt, xg
   }
   if (ddp) loss_sum = sum_over_ranks(ddp->communicator(), loss_sum) / ddp->communicator().size();
   // Frozen parameters have no gradient and are left out; with clipping off the norm is only measured.
+  // The clipping factor is applied in the optimizer's pass (clip_grad_norm_'s update, one pass fewer).
   const double max_norm = s.grad_clip > 0 ? s.grad_clip : std::numeric_limits<double>::infinity();
-  const double norm = xg::optim::clip_grad_norm_(model.parameters(), max_norm);
-  if (std::isfinite(loss_sum) && std::isfinite(norm)) opt.step();
+  const double norm = xg::optim::get_total_norm(model.parameters());
+  if (std::isfinite(loss_sum) && std::isfinite(norm)) opt.step(xg::optim::clip_coef(norm, max_norm));
   opt.zero_grad();
   return std::isfinite(norm) ? loss_sum : std::numeric_limits<double>::quiet_NaN();
 }

@@ -9,18 +9,20 @@
 namespace xg::optim {
 using namespace xg::kernel;
 
-double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
-  XG_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got {}", max_norm);
-  XG_CHECK(norm_type > 0, "clip_grad_norm_: norm_type must be positive, got {}", norm_type);
+namespace {
+/// The total norm and the gradients it was taken over; `who` names the caller in errors.
+double total_norm(const std::vector<Tensor>& params, double norm_type, bool error_if_nonfinite, const char* who,
+                  std::vector<Tensor>* grads_out) {
+  XG_CHECK(norm_type > 0, "{}: norm_type must be positive, got {}", who, norm_type);
   const bool inf_norm = std::isinf(norm_type);
   double total = 0.0;
   std::vector<Tensor> grads;
   for (const auto& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
-    XG_CHECK(g.is_contiguous(), "clip_grad_norm_: gradient of shape {} is not contiguous", shape_str(g.shape()));
+    XG_CHECK(g.is_contiguous(), "{}: gradient of shape {} is not contiguous", who, shape_str(g.shape()));
     grads.push_back(g);
-    dispatch_float(g.dtype(), "clip_grad_norm_", [&]<class T>() {
+    dispatch_float(g.dtype(), who, [&]<class T>() {
       const T* x = ptr<T>(g);
       const std::int64_t n = g.numel();
       double s = 0.0;
@@ -50,13 +52,31 @@ double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
       total = inf_norm ? ((s > total || std::isnan(s)) ? s : total) : total + s;
     });
   }
-  double norm = inf_norm ? total : std::pow(total, 1.0 / norm_type);
-  if (!std::isfinite(norm)) {
-    XG_CHECK(!error_if_nonfinite, "clip_grad_norm_: the total norm of the gradients is {}: some gradient holds NaN "
-             "or inf. Skip this step, or lower the learning rate", norm);
-    return norm;  // gradients left as they are: scaling by a NaN factor would destroy all of them
-  }
-  double coef = max_norm / (norm + 1e-6);
+  const double norm = inf_norm ? total : std::pow(total, 1.0 / norm_type);
+  XG_CHECK(std::isfinite(norm) || !error_if_nonfinite, "{}: the total norm of the gradients is {}: some gradient "
+           "holds NaN or inf. Skip this step, or lower the learning rate", who, norm);
+  if (grads_out) *grads_out = std::move(grads);
+  return norm;
+}
+}  // namespace
+
+double get_total_norm(const std::vector<Tensor>& params, double norm_type, bool error_if_nonfinite) {
+  return total_norm(params, norm_type, error_if_nonfinite, "get_total_norm", nullptr);
+}
+
+double clip_coef(double total_norm, double max_norm) {
+  XG_CHECK(max_norm >= 0, "clip_coef: max_norm must be non-negative, got {}", max_norm);
+  XG_CHECK(std::isfinite(total_norm) && total_norm >= 0, "clip_coef: the total norm must be finite and non-negative, got {}",
+           total_norm);
+  return std::min(1.0, max_norm / (total_norm + 1e-6));
+}
+
+double clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
+  XG_CHECK(max_norm >= 0, "clip_grad_norm_: max_norm must be non-negative, got {}", max_norm);
+  std::vector<Tensor> grads;
+  const double norm = total_norm(params, norm_type, error_if_nonfinite, "clip_grad_norm_", &grads);
+  if (!std::isfinite(norm)) return norm;  // gradients left as they are: scaling by a NaN factor would destroy all of them
+  const double coef = clip_coef(norm, max_norm);
   if (coef < 1.0) {
     autograd::NoGradGuard ng;
     for (auto& g : grads) g.mul_(coef);

@@ -48,6 +48,22 @@ Optimizer::Optimizer(std::string name, std::vector<ParamGroup> groups, double de
   }
 }
 
+void Optimizer::step(double grad_scale) {
+  check_grad_scale(grad_scale);
+  if (grad_scale != 1.0) {
+    autograd::NoGradGuard ng;
+    for (auto& g : groups_)
+      for (auto& [_, p] : g.params)
+        if (Tensor gr = p.grad(); gr.defined()) gr.mul_(grad_scale);
+  }
+  step();
+}
+
+void Optimizer::check_grad_scale(double grad_scale) const {
+  XG_CHECK(std::isfinite(grad_scale) && grad_scale >= 0, "{}: step: grad_scale must be finite and non-negative, got {}",
+           name_, grad_scale);
+}
+
 void Optimizer::zero_grad(bool set_to_none) {
   autograd::NoGradGuard ng;
   for (auto& g : groups_)

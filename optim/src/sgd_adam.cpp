@@ -17,17 +17,17 @@ Tensor grad_of(const std::string& name, const Tensor& p, const std::string& opt)
            opt, name, dtype_name(g.dtype()), shape_str(g.shape()), dtype_name(p.dtype()), shape_str(p.shape()));
   return contiguous_data(g);
 }
-/// One SGD update over contiguous data: d = g + wd p; with momentum, b = first ? d : mu b + damp d and
+/// One SGD update over contiguous data: d = gs g + wd p; with momentum, b = first ? d : mu b + damp d and
 /// d = nesterov ? d + mu b : b; then p -= lr d. Momentum is a template flag so each loop vectorises.
 template <class T>
 struct SgdStep {
-  T lr, wd, mu, damp;
+  T gs, lr, wd, mu, damp;
   bool nesterov, first;
   template <bool Momentum>
   void run(T* p, const T* g, T* b, std::int64_t n) const {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      T d = g[i] + wd * p[i];
+      T d = gs * g[i] + wd * p[i];
       if constexpr (Momentum) {
         b[i] = first ? d : mu * b[i] + damp * d;
         d = nesterov ? d + mu * b[i] : b[i];
@@ -37,16 +37,16 @@ struct SgdStep {
   }
 };
 
-/// One Adam/AdamW update over contiguous data: m, v moving averages of g and g^2 (g += l2 p first),
+/// One Adam/AdamW update over contiguous data: m, v moving averages of g and g^2 (g = gs g + l2 p first),
 /// p *= decay, p -= step_size m / (sqrt(v or max v) / sqrt(bc2) + eps).
 template <class T>
 struct AdamStep {
-  T beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, l2;
+  T gs, beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, l2;
   template <bool Amsgrad>
   void run(T* p, const T* g, T* m, T* v, T* vmax, std::int64_t n) const {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      T gi = g[i] + l2 * p[i];
+      T gi = gs * g[i] + l2 * p[i];
       p[i] *= decay;
       m[i] = beta1 * m[i] + (T(1) - beta1) * gi;
       v[i] = beta2 * v[i] + (T(1) - beta2) * gi * gi;
@@ -66,7 +66,8 @@ SGD::SGD(std::vector<ParamGroup> groups, SGDOptions o) : Optimizer("SGD", std::m
   XG_CHECK(!(o.nesterov && (o.momentum <= 0 || o.dampening != 0)), "SGD: nesterov momentum needs momentum > 0 and zero dampening");
 }
 
-void SGD::step() {
+void SGD::step(double grad_scale) {
+  check_grad_scale(grad_scale);
   autograd::NoGradGuard ng;
   const auto& o = options_;
   for (const auto& group : groups()) {
@@ -78,7 +79,7 @@ void SGD::step() {
       bool first = next_step(name) == 1;
       Tensor buf = o.momentum != 0 ? buffer(name, "momentum_buffer", p) : Tensor();
       dispatch_float(p.dtype(), "SGD", [&]<class T>() {
-        const SgdStep<T> k{T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
+        const SgdStep<T> k{T(grad_scale), T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
         T *pp = write_ptr<T>(p), *pb = buf.defined() ? write_ptr<T>(buf) : nullptr;
         const T* pg = ptr<T>(g);
         parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
@@ -105,7 +106,8 @@ Adam::Adam(std::string name, std::vector<ParamGroup> groups, AdamOptions o, bool
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions o)
     : Adam("AdamW", std::move(groups), AdamOptions{o.lr, o.betas, o.eps, o.weight_decay, o.amsgrad}, true) {}
 
-void Adam::step() {
+void Adam::step(double grad_scale) {
+  check_grad_scale(grad_scale);
   autograd::NoGradGuard ng;
   const auto& o = options_;
   for (const auto& group : groups()) {
@@ -122,7 +124,7 @@ void Adam::step() {
       const double bc1 = 1 - std::pow(b1, static_cast<double>(t)), bc2 = 1 - std::pow(b2, static_cast<double>(t));
       dispatch_float(p.dtype(), this->name(), [&]<class T>() {
         const T lr = T(group.lr), wd = T(group.weight_decay);
-        const AdamStep<T> k{T(b1), T(b2), T(group.lr / bc1), T(1 / std::sqrt(bc2)), T(o.eps),
+        const AdamStep<T> k{T(grad_scale), T(b1), T(b2), T(group.lr / bc1), T(1 / std::sqrt(bc2)), T(o.eps),
                             decoupled_ ? T(1) - lr * wd : T(1),  // AdamW: p *= 1 - lr wd
                             decoupled_ ? T(0) : wd};             // Adam: g += wd p
         T *pp = write_ptr<T>(p), *pm = write_ptr<T>(m), *pv = write_ptr<T>(v);

@@ -27,7 +27,9 @@ class ZeroRedundancyOptimizer : public optim::Optimizer {
                           const OptimizerFactory& make);
   ~ZeroRedundancyOptimizer() override;
 
-  void step() override;
+  void step() override { step(1.0); }
+  /// The wrapped optimizer's step(grad_scale) on this rank's shard.
+  void step(double grad_scale) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 

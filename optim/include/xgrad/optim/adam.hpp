@@ -31,7 +31,8 @@ class Adam : public Optimizer {
   Adam(std::vector<ParamGroup> groups, AdamOptions options = {});
   Adam(const NamedTensors& params, AdamOptions options = {}) : Adam(std::vector<ParamGroup>{{params}}, options) {}
   Adam(const std::vector<Tensor>& params, AdamOptions options = {}) : Adam(name_params(params), options) {}
-  void step() override;
+  void step() override { step(1.0); }
+  void step(double grad_scale) override;
 
  protected:
   Adam(std::string name, std::vector<ParamGroup> groups, AdamOptions options, bool decoupled);

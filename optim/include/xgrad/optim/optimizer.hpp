@@ -43,6 +43,11 @@ class Optimizer {
 
   /// Updates every parameter that has a gradient.
   virtual void step() = 0;
+  /// The same update with every gradient multiplied by grad_scale (finite, >= 0) first, e.g. clip_coef's
+  /// clipping factor. Adam, AdamW and SGD apply it in their update's own pass, as PyTorch's fused optimizers
+  /// take a gradient scale, leaving the gradients as they are; this default scales the gradients in place,
+  /// then steps.
+  virtual void step(double grad_scale);
   /// Drops the gradients (set_to_none, PyTorch's default) or fills them with zeros.
   void zero_grad(bool set_to_none = true);
 
@@ -69,6 +74,8 @@ class Optimizer {
   /// Increments and returns the parameter's step count.
   std::int64_t next_step(const std::string& param);
   const std::string& name() const { return name_; }
+  /// Refuses a grad_scale that is negative or not finite.
+  void check_grad_scale(double grad_scale) const;
 
  private:
   std::string name_;

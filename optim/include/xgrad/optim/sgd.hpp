@@ -21,7 +21,8 @@ class SGD : public Optimizer {
   SGD(std::vector<ParamGroup> groups, SGDOptions options = {});
   SGD(const NamedTensors& params, SGDOptions options = {}) : SGD(std::vector<ParamGroup>{{params}}, options) {}
   SGD(const std::vector<Tensor>& params, SGDOptions options = {}) : SGD(name_params(params), options) {}
-  void step() override;
+  void step() override { step(1.0); }
+  void step(double grad_scale) override;
 
  private:
   SGDOptions options_;
