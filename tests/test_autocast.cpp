@@ -2,6 +2,8 @@
 // models stay within bf16's tolerance of float32.
 #include <cstring>
 
+#include <xgrad/kernel.hpp>
+
 #include "helpers.hpp"
 
 using xg::Tensor;
@@ -186,4 +188,72 @@ TEST_CASE("autocast: operands round to the nearest bf16 with ties to even; inf a
   CHECK(got[2] == 1.0f + 0x1p-6f);       // ...and above
   CHECK(got[3] == 1.0f + 0x1p-7f);       // past the tie: rounds up
   CHECK(got[6] == inf);                  // 3.4e38 rounds past bf16's largest finite value
+}
+
+TEST_CASE("autocast: an optimizer's update leaves each weight's bf16 copy, and forward uses it while current") {
+  namespace F = xg::nn::functional;
+  // A linear layer trained for three steps under autocast with AdamW. In the second run each weight is
+  // marked as written after every step (version bumped, values unchanged), so every forward rounds it
+  // afresh: the optimizer's copy must give the same losses and weights to the last bit.
+  auto train = [](bool invalidate, std::vector<double>& losses) {
+    Tensor w = randn({48, 64}, 21).requires_grad_(), b = randn({48}, 22).requires_grad_();
+    Tensor x = randn({16, 64}, 23), t = randn({16, 48}, 24);
+    xg::optim::AdamW opt(std::vector<Tensor>{w, b}, {.lr = 0.05});
+    for (int s = 0; s < 3; ++s) {
+      Tensor loss;
+      {
+        xg::autocast on;
+        Tensor d = F::linear(x, w, b) - t;
+        loss = xg::sum(d * d);
+      }
+      loss.backward();
+      opt.step();
+      opt.zero_grad();
+      losses.push_back(loss.item());
+      if (invalidate) xg::kernel::write_ptr<float>(w);
+    }
+    return std::make_pair(w, b);
+  };
+  std::vector<double> kept_losses, fresh_losses;
+  auto [w, b] = train(false, kept_losses);
+  auto [w2, b2] = train(true, fresh_losses);
+  CHECK(kept_losses == fresh_losses);
+  CHECK(test::values(w) == test::values(w2));
+  CHECK(test::values(b) == test::values(b2));
+
+  const xg::Storage& st = *w.impl()->storage;
+  bool native;
+  {
+    xg::autocast on;
+    native = xg::kernel::Bf16Operand(xg::kernel::ptr<float>(w), 1, 1, 1).data() != nullptr;
+  }
+  if (!native) {
+    CHECK_FALSE(st.bf16);  // bf16 products by rounding: nothing is kept
+    return;
+  }
+  REQUIRE(st.bf16);
+  CHECK(st.bf16_version == st.version.load());
+  CHECK_FALSE(b.impl()->storage->bf16);  // the bias is never a bf16 operand
+  // The copy holds the updated weight, rounded.
+  const auto wv = w.to_vector<float>();
+  const auto* bits = static_cast<const std::uint16_t*>(st.bf16->data);
+  for (std::size_t i = 0; i < wv.size(); ++i) {
+    std::uint32_t u = std::uint32_t(bits[i]) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    REQUIRE(f == round_bf16(wv[i]));
+  }
+  {
+    xg::autocast on;
+    CHECK(xg::kernel::Bf16Operand::of_weight(w).data() == st.bf16->data);  // used, not rounded again
+    xg::kernel::write_ptr<float>(w);
+    CHECK(xg::kernel::Bf16Operand::of_weight(w).data() != st.bf16->data);  // stale after a write
+  }
+  // An update after a float32 forward frees the copy: nothing asked for it.
+  Tensor x = randn({4, 64}, 25);
+  xg::optim::SGD sgd(std::vector<Tensor>{w}, {.lr = 0.1});
+  (void)xg::kernel::bf16_copy_for_update(w);  // clears the mark the last forward left
+  xg::sum(F::linear(x, w, Tensor())).backward();
+  sgd.step();
+  CHECK_FALSE(st.bf16);
 }

@@ -170,7 +170,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias, Activat
       // Under autocast, rounded once here for the backward products too (the saved tensors' versions
       // are checked there, so the copies cannot be stale).
       r16.x = Bf16Operand(ptr<float>(xc), rows, in, in);
-      r16.w = Bf16Operand(ptr<float>(wc), out, in, in);
+      r16.w = Bf16Operand::of_weight(wc);  // the optimizer's copy when it is current
     }
     linear_forward<T>(ptr<T>(xc), ptr<T>(wc), bc.defined() ? ptr<T>(bc) : nullptr, ptr<T>(y),
                       h.defined() ? ptr<T>(h) : nullptr, rows, in, out, activation, r16);

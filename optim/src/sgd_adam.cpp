@@ -1,5 +1,6 @@
 // The update rules as fused loops over each parameter's contiguous data: one pass, no temporaries.
 #include <cmath>
+#include <type_traits>
 
 #include "xgrad/kernel.hpp"
 #include "xgrad/optim/adam.hpp"
@@ -17,14 +18,30 @@ Tensor grad_of(const std::string& name, const Tensor& p, const std::string& opt)
            opt, name, dtype_name(g.dtype()), shape_str(g.shape()), dtype_name(p.dtype()), shape_str(p.shape()));
   return contiguous_data(g);
 }
+/// f.template operator()<a, b>() for run-time flags, so that each update loop vectorises with its flags fixed.
+template <class F>
+void with_flags(bool a, bool b, F&& f) {
+  if (a)
+    b ? f.template operator()<true, true>() : f.template operator()<true, false>();
+  else
+    b ? f.template operator()<false, true>() : f.template operator()<false, false>();
+}
+/// A float32 parameter's bf16 copy for autocast, written in the update's pass when a forward used one
+/// (kernel::bf16_copy_for_update); null otherwise and for float64.
+template <class T>
+std::uint16_t* bf16_copy_of(const Tensor& p) {
+  if constexpr (std::is_same_v<T, float>) return bf16_copy_for_update(p);
+  return nullptr;
+}
+
 /// One SGD update over contiguous data: d = gs g + wd p; with momentum, b = first ? d : mu b + damp d and
-/// d = nesterov ? d + mu b : b; then p -= lr d. Momentum is a template flag so each loop vectorises.
+/// d = nesterov ? d + mu b : b; then p -= lr d. With Copy, p16 = p rounded to bf16.
 template <class T>
 struct SgdStep {
   T gs, lr, wd, mu, damp;
   bool nesterov, first;
-  template <bool Momentum>
-  void run(T* p, const T* g, T* b, std::int64_t n) const {
+  template <bool Momentum, bool Copy>
+  void run(T* p, const T* g, T* b, std::uint16_t* p16, std::int64_t n) const {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
       T d = gs * g[i] + wd * p[i];
@@ -33,17 +50,18 @@ struct SgdStep {
         d = nesterov ? d + mu * b[i] : b[i];
       }
       p[i] -= lr * d;
+      if constexpr (Copy) p16[i] = to_bf16_bits(p[i]);
     }
   }
 };
 
 /// One Adam/AdamW update over contiguous data: m, v moving averages of g and g^2 (g = gs g + l2 p first),
-/// p *= decay, p -= step_size m / (sqrt(v or max v) / sqrt(bc2) + eps).
+/// p *= decay, p -= step_size m / (sqrt(v or max v) / sqrt(bc2) + eps). With Copy, p16 = p rounded to bf16.
 template <class T>
 struct AdamStep {
   T gs, beta1, beta2, step_size, inv_sqrt_bc2, eps, decay, l2;
-  template <bool Amsgrad>
-  void run(T* p, const T* g, T* m, T* v, T* vmax, std::int64_t n) const {
+  template <bool Amsgrad, bool Copy>
+  void run(T* p, const T* g, T* m, T* v, T* vmax, std::uint16_t* p16, std::int64_t n) const {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
       T gi = gs * g[i] + l2 * p[i];
@@ -56,6 +74,7 @@ struct AdamStep {
         vv = vmax[i];
       }
       p[i] -= step_size * m[i] / (std::sqrt(vv) * inv_sqrt_bc2 + eps);
+      if constexpr (Copy) p16[i] = to_bf16_bits(p[i]);
     }
   }
 };
@@ -82,13 +101,13 @@ void SGD::step(double grad_scale) {
         const SgdStep<T> k{T(grad_scale), T(group.lr), T(group.weight_decay), T(o.momentum), T(1 - o.dampening), o.nesterov, first};
         T *pp = write_ptr<T>(p), *pb = buf.defined() ? write_ptr<T>(buf) : nullptr;
         const T* pg = ptr<T>(g);
-        parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
-          if (pb) {
-            k.template run<true>(pp + b, pg + b, pb + b, e - b);
-          } else {
-            k.template run<false>(pp + b, pg + b, nullptr, e - b);
-          }
+        std::uint16_t* p16 = bf16_copy_of<T>(p);
+        with_flags(pb != nullptr, p16 != nullptr, [&]<bool Momentum, bool Copy>() {
+          parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
+            k.template run<Momentum, Copy>(pp + b, pg + b, Momentum ? pb + b : nullptr, Copy ? p16 + b : nullptr, e - b);
+          });
         });
+        if (p16) bf16_copy_written(p);
       });
     }
   }
@@ -130,13 +149,14 @@ void Adam::step(double grad_scale) {
         T *pp = write_ptr<T>(p), *pm = write_ptr<T>(m), *pv = write_ptr<T>(v);
         T* pvmax = vmax.defined() ? write_ptr<T>(vmax) : nullptr;
         const T* pg = ptr<T>(g);
-        parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
-          if (pvmax) {
-            k.template run<true>(pp + b, pg + b, pm + b, pv + b, pvmax + b, e - b);
-          } else {
-            k.template run<false>(pp + b, pg + b, pm + b, pv + b, nullptr, e - b);
-          }
+        std::uint16_t* p16 = bf16_copy_of<T>(p);
+        with_flags(pvmax != nullptr, p16 != nullptr, [&]<bool Amsgrad, bool Copy>() {
+          parallel_for_elements(p.numel(), [&](std::int64_t b, std::int64_t e) {
+            k.template run<Amsgrad, Copy>(pp + b, pg + b, pm + b, pv + b, Amsgrad ? pvmax + b : nullptr,
+                                          Copy ? p16 + b : nullptr, e - b);
+          });
         });
+        if (p16) bf16_copy_written(p);
       });
     }
   }

@@ -259,12 +259,29 @@ class Bf16Operand {
   /// The stored rows x cols matrix at src (leading dimension ld), rounded to bf16 and compacted.
   Bf16Operand(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t ld);
   const std::uint16_t* data() const { return bits_ ? static_cast<const std::uint16_t*>(bits_->data) : nullptr; }
+  /// A contiguous float32 matrix w [rows, cols]: its copy left by the optimizer's last update when that is
+  /// current, else rounded now. A weight (a whole storage) is marked so that the optimizer keeps a copy.
+  static Bf16Operand of_weight(const Tensor& w);
 
  private:
   // Tensor storage, from the caching allocator (fresh pages would be faulted in at every step); shared:
   // backward rules are copied.
   std::shared_ptr<Storage> bits_;
 };
+/// float32 -> bfloat16 bits, rounding to nearest even (a NaN stays a quiet NaN), without branches so that
+/// loops over it vectorise.
+inline std::uint16_t to_bf16_bits(float f) {
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40u;
+  return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+/// For an optimizer about to rewrite a float32 parameter in place: where to write its bf16 copy in the same
+/// pass (to_bf16_bits of each new value), or null when no forward under autocast has used one since the
+/// last update (the stale copy is then freed). After the pass, bf16_copy_written(p) makes the copy current.
+std::uint16_t* bf16_copy_for_update(const Tensor& p);
+void bf16_copy_written(const Tensor& p);
+
 /// gemm with a and / or b given as rounded once before (each must be the stored matrix of op(a) / op(b)).
 void gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
           std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* c, std::int64_t ldc,

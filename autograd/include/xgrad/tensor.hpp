@@ -52,6 +52,12 @@ struct Storage {
   void* data = nullptr;
   std::size_t nbytes = 0;
   std::atomic<std::uint32_t> version{0};  // bumped by every in-place write; saved tensors compare against it
+  // Under autocast, a float32 weight's bf16 copy that an optimizer writes in its update's pass, so that the
+  // next forward need not round the weight again (kernel::Bf16Operand::of_weight); current while
+  // bf16_version == version. bf16_wanted: a forward under autocast rounded this storage since the last update.
+  std::shared_ptr<Storage> bf16;
+  std::uint32_t bf16_version = 0;
+  std::atomic<bool> bf16_wanted{false};
 };
 
 /// The state a Tensor handle points to. Users rarely touch it directly.

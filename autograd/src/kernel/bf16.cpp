@@ -5,7 +5,6 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #endif
 
-#include <bit>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -21,14 +20,6 @@ namespace xg {
 namespace {
 thread_local bool autocast_on = false;
 
-/// float32 -> bfloat16 bits, rounding to nearest even (NaN stays NaN).
-inline std::uint16_t to_bf16(float f) {
-  std::uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<std::uint16_t>(u >> 16);
-}
 inline float from_bf16(std::uint16_t h) {
   const std::uint32_t u = static_cast<std::uint32_t>(h) << 16;
   float f;
@@ -44,13 +35,8 @@ void pack_bf16(const float* src, std::int64_t rows, std::int64_t cols, std::int6
     for (std::int64_t r = r0; r < r1; ++r) {
       const float* s = src + r * ld;
       std::uint16_t* d = dst + r * cols;
-      // to_bf16 without branches, so the loop vectorises: round to nearest even, NaN kept quiet.
 #pragma omp simd
-      for (std::int64_t c = 0; c < cols; ++c) {
-        const std::uint32_t u = std::bit_cast<std::uint32_t>(s[c]);
-        const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40u;
-        d[c] = static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-      }
+      for (std::int64_t c = 0; c < cols; ++c) d[c] = kernel::to_bf16_bits(s[c]);
     }
   });
 }
@@ -61,9 +47,9 @@ void rounded_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t
   const std::int64_t ar = ta ? k : m, ac = ta ? m : k, br = tb ? n : k, bc = tb ? k : n;
   std::vector<float> ra(static_cast<std::size_t>(ar * ac)), rb(static_cast<std::size_t>(br * bc));
   for (std::int64_t r = 0; r < ar; ++r)
-    for (std::int64_t q = 0; q < ac; ++q) ra[r * ac + q] = from_bf16(to_bf16(a[r * lda + q]));
+    for (std::int64_t q = 0; q < ac; ++q) ra[r * ac + q] = from_bf16(kernel::to_bf16_bits(a[r * lda + q]));
   for (std::int64_t r = 0; r < br; ++r)
-    for (std::int64_t q = 0; q < bc; ++q) rb[r * bc + q] = from_bf16(to_bf16(b[r * ldb + q]));
+    for (std::int64_t q = 0; q < bc; ++q) rb[r * bc + q] = from_bf16(kernel::to_bf16_bits(b[r * ldb + q]));
   kernel::detail::sgemm(ta, tb, m, n, k, alpha, ra.data(), ac, rb.data(), bc, beta, c, ldc);
 }
 
@@ -182,6 +168,46 @@ kernel::Bf16Operand::Bf16Operand(const float* src, std::int64_t rows, std::int64
   if (!is_autocast_enabled() || rows <= 0 || cols <= 0 || !detail::bf16_native()) return;
   bits_ = std::make_shared<Storage>(static_cast<std::size_t>(checked_mul(checked_mul(rows, cols, "bf16 operand"), 2, "bf16 operand")));
   pack_bf16(src, rows, cols, ld, static_cast<std::uint16_t*>(bits_->data));
+}
+
+namespace {
+/// The tensor's storage when the tensor is the whole of it as float32 (a parameter), else null.
+Storage* whole_float32_storage(const Tensor& t) {
+  Storage* st = t.impl()->storage.get();
+  const bool whole = st && t.dtype() == DType::float32 && t.offset() == 0 && t.is_contiguous() &&
+                     static_cast<std::size_t>(t.numel()) * sizeof(float) == st->nbytes;
+  return whole ? st : nullptr;
+}
+}  // namespace
+
+kernel::Bf16Operand kernel::Bf16Operand::of_weight(const Tensor& w) {
+  XG_CHECK(w.dim() == 2 && w.dtype() == DType::float32 && w.is_contiguous(),
+           "Bf16Operand::of_weight: needs a contiguous float32 matrix, got {} {}", dtype_name(w.dtype()), shape_str(w.shape()));
+  if (!is_autocast_enabled() || w.numel() == 0 || !detail::bf16_native()) return {};
+  Storage* st = whole_float32_storage(w);
+  if (st) st->bf16_wanted = true;
+  Bf16Operand out;
+  if (st && st->bf16 && st->bf16_version == st->version.load()) {
+    out.bits_ = st->bf16;
+    return out;
+  }
+  return Bf16Operand(ptr<float>(w), w.shape()[0], w.shape()[1], w.shape()[1]);
+}
+
+std::uint16_t* kernel::bf16_copy_for_update(const Tensor& p) {
+  Storage* st = whole_float32_storage(p);
+  if (!st) return nullptr;
+  if (!st->bf16_wanted.exchange(false) || !detail::bf16_native()) {
+    st->bf16.reset();  // unused since the last update: not worth a write per element
+    return nullptr;
+  }
+  if (!st->bf16) st->bf16 = std::make_shared<Storage>(st->nbytes / 2);
+  st->bf16_version = st->version.load() - 1;  // not current until bf16_copy_written
+  return static_cast<std::uint16_t*>(st->bf16->data);
+}
+
+void kernel::bf16_copy_written(const Tensor& p) {
+  if (Storage* st = whole_float32_storage(p); st && st->bf16) st->bf16_version = st->version.load();
 }
 
 }  // namespace xg
