@@ -78,6 +78,18 @@ TEST_CASE("small and larger products each run on their own backend") {
   CHECK(xg::kernel::gemm_backend_name().find("small products") == std::string::npos);
   xg::kernel::set_gemm_backends(B::openblas, B::onednn);
   CHECK(xg::kernel::gemm_backend_name().find("small products on oneDNN") != std::string::npos);
+  // The name says how bf16 products run: natively (on which ISA) exactly when autocast keeps bf16 operands.
+  for (auto b : {B::openblas, B::onednn}) {
+    xg::kernel::set_gemm_backend(b);
+    const std::string name = xg::kernel::gemm_backend_name();
+    INFO(name);
+    xg::autocast on;
+    const float one = 1.f;
+    if (xg::kernel::Bf16Operand(&one, 1, 1, 1).data() != nullptr)
+      CHECK((name.find("native on AVX512-BF16") != std::string::npos || name.find("native on AMX") != std::string::npos));
+    else
+      CHECK(name.find("bf16 by rounding") != std::string::npos);
+  }
   // Both sides of the boundary, on both splits, against a float64 reference.
   for (auto [large, small] : {std::pair{B::onednn, B::openblas}, {B::openblas, B::onednn}}) {
     xg::kernel::set_gemm_backends(large, small);

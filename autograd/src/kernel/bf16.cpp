@@ -150,6 +150,15 @@ bool kernel::detail::bf16_native() {
 #endif
 }
 
+const char* kernel::detail::bf16_mode() {
+#ifdef XGRAD_HAVE_ONEDNN
+  const auto isa = dnnl::get_effective_cpu_isa();
+  if (isa == dnnl::cpu_isa::avx512_core_amx) return "native on AMX";
+  if (isa == dnnl::cpu_isa::avx512_core_bf16) return "native on AVX512-BF16";
+#endif
+  return "by rounding";
+}
+
 void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
                                const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta,
                                float* c, std::int64_t ldc, const std::uint16_t* a16, const std::uint16_t* b16,

@@ -131,14 +131,14 @@ std::string kernel::gemm_backend_name() {
     const dnnl_version_t* v = dnnl_version();
     return fmt::format("oneDNN {}.{}.{} ({} OpenMP threads;{} bf16 {})", v->major, v->minor, v->patch,
                        get_num_threads(), gemm_backend(true) == GemmBackend::openblas ? " small products on OpenBLAS;" : "",
-                       detail::bf16_native() ? "native" : "by rounding");
+                       detail::bf16_mode());
 #endif
   }
   const int mode = openblas_get_parallel();  // 0 sequential, 1 its own pthreads pool, 2 OpenMP
   return fmt::format("{} ({} threads{};{} bf16 {})", openblas_get_config(), get_num_threads(),
                      mode == 2 ? ", OpenMP" : mode == 1 ? ", own pthreads pool" : ", sequential",
                      gemm_backend(true) == GemmBackend::onednn ? " small products on oneDNN;" : "",
-                     detail::bf16_native() ? "on oneDNN, native" : "by rounding");
+                     detail::bf16_native() ? fmt::format("on oneDNN, {}", detail::bf16_mode()) : "by rounding");
 }
 
 namespace {

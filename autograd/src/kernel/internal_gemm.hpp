@@ -20,6 +20,8 @@ void onednn_matmul(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_
                    const float* bias = nullptr);
 /// Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX) through oneDNN.
 bool bf16_native();
+/// "native on AMX" / "native on AVX512-BF16" / "by rounding", for the backend's name.
+const char* bf16_mode();
 /// Sets this thread's OpenMP thread count to the pool's size: OpenBLAS's OpenMP build and oneDNN follow
 /// the calling thread's count, and a thread other than the one that called set_num_threads has its own.
 void adopt_pool_size();
