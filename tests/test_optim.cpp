@@ -182,6 +182,25 @@ TEST_CASE("get_total_norm and clip_coef split clip_grad_norm_; step(grad_scale) 
   }
 }
 
+TEST_CASE("a refused grad_scale changes no parameter and no optimizer state", "[optim]") {
+  Tensor p = xg::tensor({1.0, -2.0}, {2}, {xg::float64, true});
+  optim::AdamW opt(std::vector<Tensor>{p}, {.lr = 0.1});
+  p.set_grad(xg::tensor({0.5, 0.25}, {2}, {xg::float64}));
+  opt.step();
+  const auto before = test::values(p);
+  std::vector<std::vector<double>> state;  // values now: state_dict may share the buffers
+  for (const auto& [key, t] : opt.state_dict()) state.push_back(test::values(t));
+  for (double bad : {-1.0, std::nan(""), std::numeric_limits<double>::infinity()})
+    test::require_error([&] { opt.step(bad); }, {"AdamW", "grad_scale"});
+  CHECK(test::values(p) == before);
+  const auto after = opt.state_dict();
+  REQUIRE(after.size() == state.size());
+  for (std::size_t i = 0; i < state.size(); ++i) {
+    INFO(after[i].first);
+    CHECK(test::values(after[i].second) == state[i]);
+  }
+}
+
 TEST_CASE("an optimizer without its own step(grad_scale) scales the gradients, then steps", "[optim]") {
   struct Plain : optim::Optimizer {  // p -= g
     explicit Plain(const std::vector<Tensor>& ps) : Optimizer("Plain", {{optim::name_params(ps)}}, 0.0, 0.0) {}

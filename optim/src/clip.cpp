@@ -54,7 +54,7 @@ double total_norm(const std::vector<Tensor>& params, double norm_type, bool erro
   }
   const double norm = inf_norm ? total : std::pow(total, 1.0 / norm_type);
   XG_CHECK(std::isfinite(norm) || !error_if_nonfinite, "{}: the total norm of the gradients is {}: some gradient "
-           "holds NaN or inf. Skip this step, or lower the learning rate", who, norm);
+           "holds NaN or inf; do not take this step (a lower learning rate may help)", who, norm);
   if (grads_out) *grads_out = std::move(grads);
   return norm;
 }

@@ -141,22 +141,22 @@ autocast::autocast(bool enabled) : prev_(autocast_on) { autocast_on = enabled; }
 autocast::~autocast() { autocast_on = prev_; }
 bool is_autocast_enabled() { return autocast_on; }
 
-bool kernel::detail::bf16_native() {
+const char* kernel::detail::bf16_mode() {
+  // Asked on every linear layer and parameter update under autocast: the ISA is looked up once.
+  static const char* const mode = []() -> const char* {
 #ifdef XGRAD_HAVE_ONEDNN
-  const auto isa = dnnl::get_effective_cpu_isa();
-  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
-#else
-  return false;
+    const auto isa = dnnl::get_effective_cpu_isa();
+    if (isa == dnnl::cpu_isa::avx512_core_amx) return "native on AMX";
+    if (isa == dnnl::cpu_isa::avx512_core_bf16) return "native on AVX512-BF16";
 #endif
+    return "by rounding";
+  }();
+  return mode;
 }
 
-const char* kernel::detail::bf16_mode() {
-#ifdef XGRAD_HAVE_ONEDNN
-  const auto isa = dnnl::get_effective_cpu_isa();
-  if (isa == dnnl::cpu_isa::avx512_core_amx) return "native on AMX";
-  if (isa == dnnl::cpu_isa::avx512_core_bf16) return "native on AVX512-BF16";
-#endif
-  return "by rounding";
+bool kernel::detail::bf16_native() {
+  static const bool native = std::strcmp(bf16_mode(), "by rounding") != 0;
+  return native;
 }
 
 void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n, std::int64_t k, float alpha,
@@ -164,8 +164,7 @@ void kernel::detail::bf16_gemm(bool ta, bool tb, std::int64_t m, std::int64_t n,
                                float* c, std::int64_t ldc, const std::uint16_t* a16, const std::uint16_t* b16,
                                const float* bias) {
 #ifdef XGRAD_HAVE_ONEDNN
-  static const bool native = bf16_native();
-  if (native) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16, bias);
+  if (bf16_native()) return onednn_bf16_gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, a16, b16, bias);
 #endif
   (void)a16;  // only made when native (Bf16Operand)
   (void)b16;

@@ -148,7 +148,6 @@ bool small_product(std::int64_t m, std::int64_t n, std::int64_t k) {
   return m <= kSmallGemm && n <= kSmallGemm && k <= kSmallGemm && m * n <= kSmallGemm && m * n * k <= kSmallGemm;
 }
 
-
 /// Whether a float32 product runs on oneDNN's matmul primitive: A x W^T (a linear layer's forward) at least
 /// 128 rows by 128 deep on the oneDNN backend, where the primitive beats oneDNN's sgemm (5% per product; 6%
 /// on GPT-2 small's step at 2 threads); not attention's 32-row tiles or the other transposes.
