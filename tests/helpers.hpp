@@ -4,7 +4,9 @@
 #include <catch2/catch.hpp>
 #include <xgrad/xgrad.hpp>
 
+#include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,17 @@ void require_error(F&& f, const std::vector<std::string>& fragments) {
     return;
   }
   FAIL("expected an xg::Error containing " << fragments.front());
+}
+
+/// Says that a test (or its remaining part) cannot run on this machine, and why. ctest marks a test that
+/// prints this as skipped (SKIP_REGULAR_EXPRESSION), so it is listed as not run instead of passing silently.
+inline void skip(const std::string& why) { std::cout << "SKIPPED: " << why << std::endl; }
+
+/// Whether the environment variable is set to 1 (XGRAD_REQUIRE_BPE, XGRAD_REQUIRE_TORCH: CI's way of
+/// turning a skip into a failure).
+inline bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && std::string(v) == "1";
 }
 
 }  // namespace test

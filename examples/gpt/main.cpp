@@ -204,7 +204,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "gpt: error: {} (gpt {} --help lists the flags)\n", e.what(),
+    fmt::print(stderr, "gpt: error: {} (gpt {} --help lists the flags)\n", xg::escape_control_chars(e.what()),
                app.get_subcommands().empty() ? std::string("") : app.get_subcommands().front()->get_name());
     return e.get_exit_code() != 0 ? e.get_exit_code() : 2;
   }
@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
       if (c.app->parsed()) return c.run();
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "gpt: error: {}\n", e.what());
+    fmt::print(stderr, "gpt: error: {}\n", xg::escape_control_chars(e.what()));
     return 1;
   }
 }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <filesystem>
 #include <fstream>
 #include <queue>
 #include <sstream>
@@ -152,27 +153,54 @@ GPT2Tokenizer::GPT2Tokenizer(const std::string& encoder_json, const std::string&
     byte_to_unicode_[b] = utf8_encode(printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + n++));
     unicode_to_byte_[byte_to_unicode_[b]] = static_cast<unsigned char>(b);
   }
+  // Every token and merge is spelled in the byte-to-unicode alphabet: anything else could never be produced
+  // by encoding and cannot be decoded to bytes.
+  auto in_alphabet = [&](const std::string& text) {
+    for (char32_t c : utf8_decode(text))
+      if (!unicode_to_byte_.count(utf8_encode(c))) return false;
+    return !text.empty();
+  };
   try {
     auto j = nlohmann::json::parse(encoder_json);
+    if (!j.is_object()) xg::fail("it is not a JSON object of token -> id");
     decoder_.resize(j.size());
+    std::vector<bool> seen(j.size());
     for (auto& [tok, id] : j.items()) {
+      if (!id.is_number_integer()) xg::fail("the id of token \"{}\" is not an integer", tok);
       auto i = id.get<std::int64_t>();
       if (i < 0 || i >= static_cast<std::int64_t>(j.size())) xg::fail("id {} out of range", i);
+      if (seen[static_cast<std::size_t>(i)]) xg::fail("id {} is given to two tokens", i);
+      seen[static_cast<std::size_t>(i)] = true;
+      if (!in_alphabet(tok))
+        xg::fail("token {} (\"{}\") has a character outside GPT-2's byte-to-unicode map", i, tok);
       encoder_[tok] = i;
       decoder_[static_cast<std::size_t>(i)] = tok;
     }
   } catch (const std::exception& e) {
     xg::fail("GPT-2 tokenizer: encoder.json is not valid: {}", e.what());
   }
+  for (int b = 0; b < 256; ++b)
+    if (!encoder_.count(byte_to_unicode_[b]))
+      xg::fail("GPT-2 tokenizer: encoder.json is not valid: byte {} has no token", b);
   std::istringstream merges(vocab_bpe);
   std::string line;
-  int rank = 0;
+  int rank = 0, line_no = 0;
   while (std::getline(merges, line)) {
-    if (line.empty() || line.rfind("#version", 0) == 0) continue;
-    if (line.find(' ') == std::string::npos) xg::fail("GPT-2 tokenizer: bad merge line \"{}\"", line);
+    ++line_no;
+    if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
+    const auto space = line.find(' ');
+    bool ok = space != std::string::npos && line.find(' ', space + 1) == std::string::npos;
+    try {
+      ok = ok && in_alphabet(line.substr(0, space)) && in_alphabet(line.substr(space + 1));
+    } catch (const xg::Error&) {
+      ok = false;  // invalid UTF-8
+    }
+    if (!ok)
+      xg::fail("GPT-2 tokenizer: vocab.bpe line {} (\"{}\") is not two symbols of GPT-2's alphabet joined by one space",
+               line_no, line);
     ranks_.emplace(line, rank++);
   }
-  if (encoder_.size() < 256 || ranks_.empty()) xg::fail("GPT-2 tokenizer: encoder.json or vocab.bpe is empty");
+  if (ranks_.empty()) xg::fail("GPT-2 tokenizer: vocab.bpe has no merges");
   int err = 0;
   PCRE2_SIZE off = 0;
   regex_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &err, &off, nullptr);
@@ -182,6 +210,10 @@ GPT2Tokenizer::GPT2Tokenizer(const std::string& encoder_json, const std::string&
 GPT2Tokenizer::~GPT2Tokenizer() { pcre2_code_free(static_cast<pcre2_code*>(regex_)); }
 
 std::shared_ptr<GPT2Tokenizer> GPT2Tokenizer::from_dir(const std::string& dir) {
+  for (const char* name : {"encoder.json", "vocab.bpe"})
+    if (!std::filesystem::exists(dir + "/" + name))
+      xg::fail("GPT-2's BPE files are not in \"{}\" (no {}): `bash scripts/setup.sh --bpe` fetches them into "
+               "data/gpt2, or pass --bpe-dir", dir, name);
   return std::make_shared<GPT2Tokenizer>(read_file(dir + "/encoder.json"), read_file(dir + "/vocab.bpe"));
 }
 

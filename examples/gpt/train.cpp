@@ -246,7 +246,7 @@ int train(const TrainSettings& s, GPTConfig cfg, const std::vector<std::string>&
   try {
     return train_rank(s, cfg, given, comm);
   } catch (const std::exception& e) {
-    comm->abort(fmt::format("gpt train: error: {}", e.what()));
+    comm->abort(fmt::format("gpt train: error: {}", xg::escape_control_chars(e.what())));
     return 1;
   }
 }

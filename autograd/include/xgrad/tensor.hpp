@@ -31,10 +31,17 @@ using Shape = std::vector<std::int64_t>;
 std::string shape_str(const Shape& shape);
 
 /// Every error xgrad raises: the message names the op, the shapes or dtypes involved and, where it can, the fix.
+/// Control characters and bytes that are not UTF-8 in the message are written as \\xNN: a name or value read
+/// from a file or a flag can never move a terminal's cursor or run one of its escape sequences.
 class Error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit Error(const std::string& message);
+  explicit Error(const char* message) : Error(std::string(message)) {}
 };
+
+/// `text` with control characters (C0, DEL, C1) and bytes that are not part of valid UTF-8 written as
+/// \\xNN (\\n and \\t as such): safe to print on a terminal, and on one line.
+std::string escape_control_chars(std::string_view text);
 
 namespace autograd {
 class Node;
