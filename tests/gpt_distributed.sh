@@ -72,12 +72,13 @@ test "$rc" != 124 || fail "the job did not end after rank 1 failed (ended by tim
 grep -q "rank 1: gpt train: error: the data file is too small" failed.log || fail "no error from rank 1: $(tail -5 failed.log)"
 
 # A rank killed with SIGKILL: mpirun ends the job with a message, it does not hang.
-long=(--data corpus.txt "${model[@]}" --max-iters 1000000 --eval-interval 1000000 --log-interval 1)
+long=(--data corpus.txt "${model[@]}" --max-iters 1000000 --eval-interval 1000000)
 rank_pid() { pgrep -f "^$gpt train .*--out $1" | tail -1; }
 # Until both ranks are in the training loop (rank 0 has logged a step, so every rank has joined an
 # all-reduce), however slow the machine: no fixed sleep; the job's own time limit bounds the wait.
 wait_for_steps() {
-  while ! grep -q "^iter *[1-9][0-9]*: loss" "$1.log" 2>/dev/null; do
+  # (a log line, or the progress bar: mpirun may give the ranks a terminal)
+  while ! grep -aEq "^iter *[1-9][0-9]*: loss|\] [1-9][0-9]*/[0-9]+ loss" "$1.log" 2>/dev/null; do
     kill -0 "$2" 2>/dev/null || fail "$1 ended before training: $(tail -5 "$1.log")"
     sleep 0.1
   done

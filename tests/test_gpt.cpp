@@ -126,6 +126,65 @@ TEST_CASE("sampling honours temperature, top-k and top-p", "[gpt]") {
   test::require_error([&] { gpt::generate(model, {8}, o); }, {"token id 8", "vocabulary of 7"});
 }
 
+TEST_CASE("sampling refuses non-finite logits and treats an overflowing temperature as greedy", "[gpt]") {
+  xg::Generator gen(6);
+  gpt::SampleOptions o;
+  for (float bad : {std::nanf(""), INFINITY, -INFINITY}) {
+    std::vector<float> logits = {0.5f, bad, 1.0f};
+    test::require_error([&] { gpt::sample_token(logits, o, gen); }, {"logit for token 1", "not finite"});
+  }
+  // 1 / 1e-310 overflows double: every logit divided by it is infinite, and sampling's limit is greedy.
+  std::vector<float> logits = {0.5f, 2.0f, 1.99f, -3.0f};
+  for (double t : {1e-310, 1e-30}) {
+    o.temperature = t;
+    for (int i = 0; i < 20; ++i) CHECK(gpt::sample_token(logits, o, gen) == 1);
+  }
+  // A model whose weights hold NaN: generate says so instead of printing tokens.
+  xg::manual_seed(4);
+  gpt::GPT model(tiny());
+  {
+    xg::autograd::NoGradGuard ng;
+    model.transformer->ln_f->weight.fill_(std::nan(""));
+  }
+  o.temperature = 1.0;
+  o.max_new_tokens = 3;
+  test::require_error([&] { gpt::generate(model, {1, 2}, o); }, {"not finite"});
+}
+
+TEST_CASE("LoRA: base + adapter and the merged export give the same logits for every target, tied ones refused", "[gpt]") {
+  const Tensor idx = xg::index_tensor({0, 1, 2, 3, 4, 5, 6, 0}, {2, 4});
+  for (std::string target : {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}) {
+    INFO("target " << target);
+    xg::manual_seed(11);
+    gpt::GPT model(tiny());
+    model.eval();
+    xg::Generator gen(3);
+    REQUIRE(xg::nn::apply_lora(model, xg::nn::LoRAOptions(2).alpha(4), {target}, &gen) == 2);
+    {
+      xg::autograd::NoGradGuard ng;  // a trained adapter: B is no longer zero
+      for (auto& [n, p] : model.named_parameters())
+        if (n.find("lora_B") != std::string::npos) p.copy_(xg::randn(p.shape(), {}, &gen) * 0.5);
+    }
+    const Tensor with_adapter = model.forward(idx).detach();
+    const Tensor embedding = model.transformer->wte->weight.detach().clone();
+    xg::nn::merge_lora(model);
+    gpt::GPT plain(tiny());
+    plain.load_state_dict(model.state_dict(), /*strict=*/false);  // what `finetune` exports
+    plain.eval();
+    CHECK(xg::allclose(plain.forward(idx), with_adapter, 1e-5, 1e-6));
+    CHECK(xg::allclose(plain.transformer->wte->weight, embedding, 0, 0));
+    CHECK(plain.lm_head->weight.is_same(plain.transformer->wte->weight));
+  }
+  // lm_head shares its weight with the token embedding: an adapter merged into it would change both.
+  gpt::GPT model(tiny());
+  test::require_error([&] { xg::nn::apply_lora(model, xg::nn::LoRAOptions(2), {"lm_head"}); },
+                      {"lm_head.weight is tied to transformer.wte.weight", "Leave lm_head out"});
+  for (auto& [n, p] : model.named_parameters()) CHECK(n.find("lora") == std::string::npos);  // nothing added
+  // With no targets (every Linear), the tied head is left out.
+  CHECK(xg::nn::apply_lora(model, xg::nn::LoRAOptions(2)) == 8);
+  CHECK_FALSE(model.lm_head->has_lora());
+}
+
 TEST_CASE("the char tokenizer round-trips UTF-8 and names unknown characters", "[gpt]") {
   std::string text = "Hello, wörld! ünïcødé → ∑ 😀\nline two";
   auto tok = gpt::CharTokenizer::from_text(text);

@@ -227,9 +227,20 @@ std::int64_t GPT::num_parameters(bool non_embedding) const {
 
 std::int64_t sample_token(const std::vector<float>& logits, const SampleOptions& o, xg::Generator& gen) {
   const std::size_t v = logits.size();
-  if (o.temperature <= 0.0) return std::max_element(logits.begin(), logits.end()) - logits.begin();  // greedy
+  if (v == 0) xg::fail("sample: the model gave no logits");
+  for (std::size_t i = 0; i < v; ++i)
+    if (!std::isfinite(logits[i]))
+      xg::fail("sample: the model's logit for token {} is {}: the checkpoint's weights (or what they compute) are "
+               "not finite, so there is no distribution to sample from",
+               i, logits[i]);
+  auto greedy = [&] { return std::max_element(logits.begin(), logits.end()) - logits.begin(); };
+  if (o.temperature <= 0.0) return greedy();
   std::vector<double> z(v);
-  for (std::size_t i = 0; i < v; ++i) z[i] = logits[i] / o.temperature;
+  for (std::size_t i = 0; i < v; ++i) {
+    z[i] = logits[i] / o.temperature;
+    // A temperature so small that a logit divided by it overflows: the limit of sampling is greedy.
+    if (!std::isfinite(z[i])) return greedy();
+  }
   std::vector<std::size_t> order(v);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return z[a] > z[b]; });

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <map>
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
@@ -84,15 +85,30 @@ bool name_matches(const std::string& name, const std::vector<std::string>& targe
 }  // namespace
 
 int apply_lora(Module& root, const LoRAOptions& options, const std::vector<std::string>& targets, Generator* gen) {
-  root.requires_grad_(false);
-  int count = 0;
+  // Which parameter names each buffer is reachable by: a weight tied to another parameter (GPT's lm_head and
+  // its token embedding) cannot take an adapter, since merging it would change the other parameter too.
+  std::map<const Storage*, std::string> owner;
+  for (auto& [n, p] : root.named_parameters()) owner.emplace(p.impl()->storage.get(), n);
+  std::vector<std::pair<std::string, Linear*>> chosen;
   for (auto& [name, m] : root.named_modules()) {
     auto* lin = dynamic_cast<Linear*>(m.get());
     if (!lin || !name_matches(name, targets)) continue;
+    const std::string own = name.empty() ? "weight" : name + ".weight";
+    const auto it = owner.find(lin->weight.impl()->storage.get());
+    if (it != owner.end() && it->second != own) {
+      if (targets.empty()) continue;  // "every Linear": the tied ones are left as they are
+      fail("apply_lora: {} is tied to {}; merging an adapter into it would change {} too. Leave {} out of the targets",
+           own, it->second, it->second, name);
+    }
+    chosen.emplace_back(name, lin);
+  }
+  if (chosen.empty()) fail("apply_lora: no Linear layer matched the target names");
+  root.requires_grad_(false);
+  int count = 0;
+  for (auto& [name, lin] : chosen) {
     lin->add_lora(options, gen);
     ++count;
   }
-  if (count == 0) fail("apply_lora: no Linear layer matched the target names");
   return count;
 }
 

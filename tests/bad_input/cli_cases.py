@@ -268,6 +268,7 @@ CASES = [
     ("--alpha 0", "--alpha is 0", FINETUNE + ["--alpha", "0"]),
     ("--alpha nan", "--alpha is nan", FINETUNE + ["--alpha", "nan"]),
     ("--lora-dropout 1", "--lora-dropout is 1", FINETUNE + ["--lora-dropout", "1"]),
+    ("finetune of the tied lm_head", "lm_head.weight is tied to transformer.wte.weight", FINETUNE + ["--targets", "lm_head"]),
     ("finetune base missing", "no checkpoint", ["finetune", "--base", "nowhere", "--data", "corpus.txt", "--out", "ft_new"]),
     # ---- damaged and hostile checkpoints ----
     ("no checkpoint", "no checkpoint", ["sample", "--out", "nowhere"]),

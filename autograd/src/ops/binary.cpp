@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <unordered_set>
 
 #include "elementwise_kernels.hpp"
 
@@ -213,10 +214,61 @@ void check_inplace(const Tensor& self, std::string_view op, const Tensor* other 
              shape_str(self.shape()));
 }
 
+/// Whether writing `self` while reading `other` (broadcast to self's shape) element by element would read
+/// some element after writing it at another index: the two are views of one buffer in different layouts
+/// (x.add_(x.t()), a.slice(0, 1, 5).copy_(a.slice(0, 0, 4))). The same layout (x.add_(x)) is safe.
+bool partially_overlaps(const Tensor& self, const Tensor& other) {
+  if (self.impl()->storage != other.impl()->storage || self.numel() == 0) return false;
+  const Shape& shape = self.shape();
+  const Shape ss = self.strides(), so = broadcast_strides(other, shape);
+  const std::size_t nd = shape.size();
+  bool same = self.offset() == other.offset();
+  for (std::size_t i = 0; i < nd; ++i) same = same && (shape[i] == 1 || ss[i] == so[i]);
+  if (same) return false;
+  auto span = [&](std::int64_t offset, const Shape& st) {
+    std::int64_t lo = offset, hi = offset;
+    for (std::size_t i = 0; i < nd; ++i) (st[i] < 0 ? lo : hi) += (shape[i] - 1) * st[i];
+    return std::pair{lo, hi};
+  };
+  const auto [lo_s, hi_s] = span(self.offset(), ss);
+  const auto [lo_o, hi_o] = span(other.offset(), so);
+  if (hi_s < lo_o || hi_o < lo_s) return false;
+  // Views of one buffer whose spans meet: element by element (rare, and linear in the size).
+  std::unordered_set<std::int64_t> written;
+  written.reserve(static_cast<std::size_t>(self.numel()));
+  std::vector<std::int64_t> index(nd, 0);
+  auto each = [&](auto&& visit) {
+    std::fill(index.begin(), index.end(), 0);
+    std::int64_t a = self.offset(), b = other.offset();
+    for (std::int64_t n = 0; n < self.numel(); ++n) {
+      if (visit(a, b)) return true;
+      for (std::size_t d = nd; d-- > 0;) {
+        a += ss[d];
+        b += so[d];
+        if (++index[d] < shape[d]) break;
+        a -= ss[d] * shape[d];
+        b -= so[d] * shape[d];
+        index[d] = 0;
+      }
+    }
+    return false;
+  };
+  each([&](std::int64_t a, std::int64_t) { written.insert(a); return false; });
+  return each([&](std::int64_t a, std::int64_t b) { return b != a && written.count(b) > 0; });
+}
+
 template <class F>
 Tensor& inplace_binary(Tensor& self, const Tensor& other_in, std::string_view op, F f) {
   check_inplace(self, op, &other_in);
   Tensor other = other_in.dtype() == self.dtype() ? other_in : other_in.detach().to(self.dtype());
+  if (partially_overlaps(self, other)) {
+    // As PyTorch does: copy_ reads its source through a temporary; other ops refuse.
+    XG_CHECK(op == "copy_",
+             "{}: the operand (shape {}) shares memory with the tensor written to (shape {}) in another layout, so "
+             "some elements would be read after being overwritten. Pass a copy: .clone() the operand",
+             op, shape_str(other_in.shape()), shape_str(self.shape()));
+    other = other.detach().clone();
+  }
   dispatch_all(self.dtype(), [&]<class T>() { inplace_kernel<T>(self, other, f); });
   ++self.impl()->storage->version;  // the kernel writes through strides, not through write_ptr
   return self;

@@ -75,7 +75,9 @@ class Linear : public Module {
 };
 
 /// Adds a LoRA adapter to every Linear under `root` whose dotted name ends with one of `targets` (every
-/// Linear when empty), freezes all other parameters, and returns how many layers got one.
+/// Linear when empty), freezes all other parameters, and returns how many layers got one. A Linear whose
+/// weight is tied to another parameter (GPT's lm_head) is refused when named, left out when targets is empty:
+/// merging would change the parameter it is tied to.
 int apply_lora(Module& root, const LoRAOptions& options, const std::vector<std::string>& targets = {},
                Generator* gen = nullptr);
 /// The adapter parameters only ("...lora_A", "...lora_B"), for saving and loading adapters alone.
