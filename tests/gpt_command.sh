@@ -73,6 +73,36 @@ at=$(grep -ao '"iter":"[0-9]*"' killme/model.safetensors | head -1 | tr -dc '0-9
   || { echo "FAIL: no resume after the kills:"; cat killme.log; exit 1; }
 test "$(find killme -name '*.tmp.*' | wc -l)" -le 1 || { echo "FAIL: temporary files pile up"; ls killme; exit 1; }
 
+# One writer per output folder: a second run into a folder being written is refused at start, naming the
+# holder, and changes nothing; a lock left by a killed run is taken over with a note, and the temporaries of
+# killed writers are removed.
+"$gpt" train "${quick[@]}" --out locked --max-iters 100000 > locked.log 2>&1 &
+holder=$!
+until grep -aq "parameters" locked.log 2>/dev/null && test -e locked/.gpt.lock; do
+  kill -0 "$holder" 2>/dev/null || { echo "FAIL: the first writer ended early: $(cat locked.log)"; exit 1; }
+  sleep 0.1
+done
+before=$(ls -la locked | md5sum)
+if "$gpt" train "${quick[@]}" --out locked --max-iters 3 > second.log 2> second.err; then
+  kill "$holder"; echo "FAIL: a second writer was let into a folder being written"; exit 1
+fi
+grep -q "locked is being written by another gpt process (pid $holder)" second.err ||
+  { kill "$holder"; echo "FAIL: the refusal does not name the holder: $(cat second.err)"; exit 1; }
+kill -9 "$holder"; wait "$holder" 2> /dev/null || true
+dead=$(sh -c 'echo $$')  # a pid that no longer runs
+echo "$dead" > locked/.gpt.lock
+: > "locked/model.safetensors.tmp.$dead.1f2e"
+"$gpt" train "${quick[@]}" --out locked --max-iters 2 --resume > taken.log 2> taken.err ||
+  { echo "FAIL: the stale lock was not taken over: $(cat taken.err)"; exit 1; }
+grep -q "taking over the lock of locked left by process $dead" taken.err || { echo "FAIL: no note: $(cat taken.err)"; exit 1; }
+test ! -e "locked/model.safetensors.tmp.$dead.1f2e" || { echo "FAIL: a killed writer's temporary file was kept"; exit 1; }
+test ! -e locked/.gpt.lock || { echo "FAIL: the lock outlived its run"; exit 1; }
+
+# A temperature so small that dividing by it overflows samples greedily, as temperature 0 does.
+g0=$("$gpt" sample --out full --prompt "the " --num-tokens 30 --temperature 0)
+g1=$("$gpt" sample --out full --prompt "the " --num-tokens 30 --temperature 1e-310)
+test "$g0" = "$g1" || { echo "FAIL: --temperature 1e-310 is not greedy:"; echo "$g0"; echo "$g1"; exit 1; }
+
 out=$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)
 test "${#out}" -ge 40 || { echo "FAIL: sample printed too little: $out"; exit 1; }
 test "$("$gpt" sample --out full --prompt "the " --num-tokens 40 --seed 1)" = "$out" || { echo "FAIL: same seed, different text"; exit 1; }

@@ -5,6 +5,7 @@
 // tests/bad_input/cli_cases.py.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <limits>
 
@@ -52,7 +53,19 @@ const std::vector<BadCase>& cases() {
       {"ones, overflow across many dims", [] { xg::ones({kBig, 1, kBig}); }, {"more elements than fit"}},
       {"full, overflow", [] { xg::full({kMax, 2}, 1.0); }, {"more elements than fit"}},
       {"arange, too many elements", [] { xg::arange(0.0, 1e30); }, {"more than any memory"}},
-      {"arange, step 0", [] { xg::arange(0.0, 1.0, 0.0); }, {"step must be nonzero"}},
+      {"arange, step 0", [] { xg::arange(0.0, 1.0, 0.0); }, {"step must be finite and nonzero"}},
+      {"arange, step against the bounds", [] { xg::arange(0.0, 5.0, -1.0); }, {"inconsistent with the sign of step -1"}},
+      {"arange, int64 past int64", [] { xg::arange(0.0, 3.0, 1.0, {xg::int64}).add_(0x1p70); }, {"cannot be an int64"}},
+      {"eye, negative m", [] { xg::eye(3, -7); }, {"non-negative", "-7"}},
+      {"full, int64 NaN", [] { xg::full({2}, kNaN, {xg::int64}); }, {"nan cannot be an int64"}},
+      {"fill_, int64 beyond int64", [] { xg::zeros({2}, {xg::int64}).fill_(1e30); }, {"cannot be an int64"}},
+      {"to(int64) of NaN", [] { xg::tensor({1.0, kNaN}).to(xg::int64); }, {"to(int64)", "nan"}},
+      {"to(int64) of infinity", [] { xg::tensor({std::numeric_limits<double>::infinity()}).to(xg::int64); }, {"inf"}},
+      {"to(int64) of 1e30", [] { xg::tensor({1e30}, {}, {xg::float64}).to(xg::int64); }, {"cannot be an int64"}},
+      {"int64 + float32 suggests the float", [] { xg::index_tensor({1, 2}) + xg::tensor({1.0, 2.0}); },
+       {"convert the int64 one with .to(xg::float32)"}},
+      {"Linear on int64 input suggests the float",
+       [] { xg::nn::Linear l(2, 3); l.forward(xg::index_tensor({1, 2})); }, {".to(xg::float32)"}},
       {"arange, NaN bound", [] { xg::arange(0.0, kNaN); }, {"finite"}},
       {"eye, negative", [] { xg::eye(-1); }, {"non-negative"}},
       {"eye, overflow", [] { xg::eye(kBig); }, {"more elements than fit"}},
@@ -230,6 +243,9 @@ const std::vector<BadCase>& cases() {
       {"LayerNorm, zero width", [] { nn::LayerNorm ln(0); }, {"LayerNorm"}},
       // ---- optim ----
       {"AdamW, beta 1", [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {.betas = {1.0, 0.9}}); }, {"betas"}},
+      {"AdamW, empty parameter list", [] { xg::optim::AdamW o(std::vector<Tensor>{}); }, {"empty parameter list"}},
+      {"AdamW, NaN lr", [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {.lr = kNaN}); }, {"learning rate nan"}},
+      {"SGD, infinite lr", [] { Tensor p = f64({2}, true); xg::optim::SGD o({{{{"p", p}}}}, {.lr = 1.0 / 0.0}); }, {"learning rate inf"}},
       {"AdamW, negative eps", [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {.eps = -1}); }, {"eps"}},
       {"SGD, negative momentum", [] { Tensor p = f64({2}, true); xg::optim::SGD o({{{{"p", p}}}}, {.momentum = -1}); }, {"momentum"}},
       {"SGD, nesterov without momentum", [] { Tensor p = f64({2}, true); xg::optim::SGD o({{{{"p", p}}}}, {.nesterov = true}); }, {"nesterov"}},
@@ -264,6 +280,15 @@ const std::vector<BadCase>& cases() {
       {"optimizer load, state of an unknown parameter",
        [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {}); o.load_state_dict({{"group.0.lr", xg::scalar_tensor(1e-3)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"q.exp_avg", f64({2})}}); },
        {"unknown parameter \"q\""}},
+      {"optimizer load, exp_avg without exp_avg_sq",
+       [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {}); o.load_state_dict({{"group.0.lr", xg::scalar_tensor(1e-3)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"p.step", xg::scalar_tensor(2.0)}, {"p.exp_avg", f64({2})}}); },
+       {"p.exp_avg_sq is missing"}},
+      {"optimizer load, a buffer of another optimizer",
+       [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {}); o.load_state_dict({{"group.0.lr", xg::scalar_tensor(1e-3)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"p.step", xg::scalar_tensor(2.0)}, {"p.exp_avg", f64({2})}, {"p.exp_avg_sq", f64({2})}, {"p.momentum_buffer", f64({2})}}); },
+       {"p.momentum_buffer is not state of AdamW"}},
+      {"optimizer load, state without a step",
+       [] { Tensor p = f64({2}, true); xg::optim::SGD o({{{{"p", p}}}}, {.momentum = 0.9}); o.load_state_dict({{"group.0.lr", xg::scalar_tensor(1e-3)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"p.momentum_buffer", f64({2})}}); },
+       {"has state but no step count"}},
       {"optimizer load, mis-shaped state",
        [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {}); o.load_state_dict({{"group.0.lr", xg::scalar_tensor(1e-3)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"p.exp_avg", f64({3})}}); },
        {"has shape [3]"}},
@@ -315,4 +340,62 @@ TEST_CASE("a failed load leaves a module and an optimizer as they were", "[bad_i
     o.load_state_dict({{"group.0.lr", xg::scalar_tensor(0.1)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}, {"p.step", xg::scalar_tensor(kNaN)}});
   }, {"finite"});
   CHECK(o.lr() == 0.5);
+}
+
+TEST_CASE("in-place ops whose operand shares memory in another layout", "[bad_input]") {
+  // copy_ reads its source through a temporary, as PyTorch does: the shifted copy is right.
+  Tensor a = xg::tensor({0.0, 1.0, 2.0, 3.0, 4.0});
+  a.slice(0, 1, 5).copy_(a.slice(0, 0, 4));
+  CHECK(test::values(a) == std::vector<double>{0, 0, 1, 2, 3});
+  // Other ops refuse, naming the fix; the tensor is left as it was.
+  Tensor x = xg::tensor({1.0, 2.0, 3.0, 4.0}, {2, 2});
+  test::require_error([&] { x.add_(x.t()); }, {"add_", "shares memory", ".clone() the operand"});
+  test::require_error([&] { x.mul_(x.select(0, 0)); }, {"mul_", "shares memory"});
+  CHECK(test::values(x) == std::vector<double>{1, 2, 3, 4});
+  x.add_(x.t().clone());
+  CHECK(test::values(x) == std::vector<double>{2, 5, 5, 8});
+  // The same layout reads each element where it writes it: allowed, and right.
+  x.add_(x);
+  CHECK(test::values(x) == std::vector<double>{4, 10, 10, 16});
+  // Views of one buffer that share no element: allowed.
+  Tensor m = xg::tensor({1.0, 2.0, 3.0, 4.0, 5.0, 6.0}, {2, 3});
+  m.select(1, 0).copy_(m.select(1, 2));
+  CHECK(test::values(m) == std::vector<double>{3, 2, 3, 6, 5, 6});
+  m.narrow(1, 0, 1).add_(m.narrow(1, 1, 1));
+  CHECK(test::values(m) == std::vector<double>{5, 2, 3, 11, 5, 6});
+}
+
+TEST_CASE("API traps: dtype inference, empty tensors with huge dims, escaped messages", "[bad_input]") {
+  // Integers make an int64 tensor, as torch.tensor infers; a dtype given still wins.
+  CHECK(xg::tensor(std::vector<std::int64_t>{1, 2, 3}).dtype() == xg::int64);
+  CHECK(xg::tensor(std::vector<std::int64_t>{1, 2}, {}, {xg::float32}).dtype() == xg::float32);
+  // A tensor with no elements exists whatever its other dimensions (PyTorch accepts it).
+  Tensor e = xg::zeros({0, std::int64_t(1) << 40, std::int64_t(1) << 40});
+  CHECK(e.numel() == 0);
+  CHECK(e.shape() == Shape{0, std::int64_t(1) << 40, std::int64_t(1) << 40});
+  CHECK(xg::sum(e).item() == 0.0);
+  test::require_error([] { xg::zeros({2, std::int64_t(1) << 40, std::int64_t(1) << 40}); }, {"more elements than fit"});
+  // Control characters from names and files never reach a terminal raw.
+  const xg::Error err(std::string("tensor \"a\x1b[2Jb\tc\nd\xc2\x9b\xff\" is bad"));
+  CHECK(std::string(err.what()) == "tensor \"a\\x1b[2Jb\\tc\\nd\\xc2\\x9b\\xff\" is bad");
+  CHECK(xg::escape_control_chars("caf\xc3\xa9 \xe2\x82\xac") == "caf\xc3\xa9 \xe2\x82\xac");  // UTF-8 text as it is
+  Tensor named = xg::zeros({2});
+  test::require_error([&] { xg::save_safetensors(test::temp_file("esc.safetensors"), {{"w", named}, {"w", named}}); }, {"twice"});
+}
+
+TEST_CASE("safetensors headers are read as the reference implementation reads them", "[bad_input]") {
+  auto file = [](const std::string& header) {
+    std::string bytes(8, '\0');
+    const std::uint64_t n = header.size();
+    for (int i = 0; i < 8; ++i) bytes[std::size_t(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+    const std::string path = test::temp_file("header_rules.safetensors");
+    std::ofstream(path, std::ios::binary) << bytes << header << std::string(8, '\0');
+    return path;
+  };
+  const std::string x = R"({"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})";
+  CHECK(xg::load_safetensors(file(x + "      ")).tensors.size() == 1);  // space padding: accepted
+  test::require_error([&] { xg::load_safetensors(file(" " + x)); }, {"must start with '{' at byte 8"});
+  test::require_error([&] { xg::load_safetensors(file(x + "\t")); }, {"padded at its end with spaces only"});
+  test::require_error([&] { xg::load_safetensors(file(x + "\n  ")); }, {"padded at its end with spaces only"});
+  test::require_error([&] { xg::load_safetensors(file(x + std::string(1, '\0'))); }, {"load_safetensors"});
 }

@@ -28,9 +28,8 @@ Tensor full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = empty(shape, o);
   dispatch_all(o.dtype, [&]<class T>() {
     T* p = ptr<T>(t);
-    parallel_for_elements(t.numel(), [&](std::int64_t b, std::int64_t e) {
-      std::fill(p + b, p + e, static_cast<T>(value));
-    });
+    const T v = convert_value<T>(value, "full / fill_ of an int64 tensor");
+    parallel_for_elements(t.numel(), [&](std::int64_t b, std::int64_t e) { std::fill(p + b, p + e, v); });
   });
   if (rg) t.requires_grad_(true);
   return t;
@@ -43,8 +42,11 @@ Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, {t.dtype
 Tensor scalar_tensor(double value, DType dtype) { return full({}, value, {dtype}); }
 
 Tensor arange(double start, double end, double step, TensorOptions o) {
-  XG_CHECK(step != 0.0, "arange: step must be nonzero");
+  XG_CHECK(step != 0.0 && std::isfinite(step), "arange: step must be finite and nonzero, got {}", step);
   XG_CHECK(std::isfinite(start) && std::isfinite(end), "arange: bounds must be finite, got {} and {}", start, end);
+  // As torch.arange: an end on the other side of start from where step goes is an error, not an empty tensor.
+  XG_CHECK(start == end || (end > start) == (step > 0),
+           "arange: the bounds [{}, {}) are inconsistent with the sign of step {}", start, end, step);
   const double len = std::ceil((end - start) / step);
   XG_CHECK(len < 0x1p62, "arange: [{}, {}) in steps of {} has {} elements, more than any memory holds", start, end,
            step, len);
@@ -54,16 +56,16 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
   Tensor t = empty({n}, o);
   dispatch_all(o.dtype, [&]<class T>() {
     T* p = ptr<T>(t);
-    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + static_cast<double>(i) * step);
+    for (std::int64_t i = 0; i < n; ++i) p[i] = convert_value<T>(start + static_cast<double>(i) * step, "arange");
   });
   if (rg) t.requires_grad_(true);
   return t;
 }
 Tensor arange(double end, TensorOptions o) { return arange(0.0, end, 1.0, o); }
 
+Tensor eye(std::int64_t n, TensorOptions o) { return eye(n, n, o); }
 Tensor eye(std::int64_t n, std::int64_t m, TensorOptions o) {
-  if (m < 0) m = n;
-  XG_CHECK(n >= 0, "eye: n must be non-negative, got {}", n);
+  XG_CHECK(n >= 0 && m >= 0, "eye: n and m must be non-negative, got {} and {}", n, m);
   bool rg = o.requires_grad;
   o.requires_grad = false;
   Tensor t = zeros({n, m}, o);
@@ -86,7 +88,7 @@ Tensor from_values(const S* values, std::size_t count, const Shape& shape_in, Te
   Tensor t = empty(shape, o);
   dispatch_all(o.dtype, [&]<class T>() {
     T* p = ptr<T>(t);
-    for (std::size_t i = 0; i < count; ++i) p[i] = static_cast<T>(values[i]);
+    for (std::size_t i = 0; i < count; ++i) p[i] = convert_value<T>(values[i], "tensor of int64");
   });
   if (rg) t.requires_grad_(true);
   return t;

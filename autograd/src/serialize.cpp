@@ -45,19 +45,34 @@ DType parse_dtype(const std::string& s, const std::string& path, const std::stri
 }  // namespace
 
 namespace {
-/// Removes temporary files that earlier writes of `path` left when their process was killed (their pid
-/// is gone), so repeated crashes do not fill the disk.
-void remove_stale_temporaries(const std::string& dir, const std::string& path) {
-  const std::string base = path.substr(path.find_last_of('/') + 1) + ".tmp.";
+/// Removes temporary files of write_file_atomic ("<file>.tmp.<pid>.<hex>", of `path` alone when given) that
+/// writers killed mid-write left (their pid is gone), so repeated crashes do not fill the disk.
+int remove_stale_temporaries(const std::string& dir, const std::string& path) {
+  const std::string base = path.empty() ? std::string() : path.substr(path.find_last_of('/') + 1) + ".tmp.";
   std::error_code ec;
+  int removed = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind(base, 0) != 0) continue;
-    long pid = std::strtol(name.c_str() + base.size(), nullptr, 10);
-    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
+    std::size_t at = 0;
+    if (!base.empty()) {
+      if (name.rfind(base, 0) != 0) continue;
+      at = base.size();
+    } else {
+      const auto tmp = name.rfind(".tmp.");
+      if (tmp == std::string::npos || tmp == 0) continue;
+      at = tmp + 5;
+    }
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + at, &end, 10);
+    if (end == name.c_str() + at || *end != '.' || !entry.is_regular_file(ec)) continue;
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH && std::filesystem::remove(entry.path(), ec))
+      ++removed;
   }
+  return removed;
 }
 }  // namespace
+
+int remove_dead_writers_temporaries(const std::string& dir) { return remove_stale_temporaries(dir, ""); }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   std::string dir = ".";
@@ -70,7 +85,9 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     int err = errno;
     if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
-    fail("cannot write {}: {}{}; the previous file is untouched", path, what, std::strerror(err));
+    std::error_code ec;
+    fail("cannot write {}: {}{}{}", path, what, std::strerror(err),
+         std::filesystem::exists(path, ec) ? "; the previous file is untouched" : "");
   };
   // A file that is replaced keeps its permissions.
   if (struct stat old {}; ::stat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode) &&
@@ -275,7 +292,13 @@ SafetensorsFile load_safetensors(const std::string& path) {
            path, header_size, file_size);
   std::string json(header_size, '\0');
   read_at(f.fd, json.data(), header_size, 8, path);
-  const nlohmann::json header = parse_header(json, path);
+  // As the reference implementation reads it: the JSON object starts at byte 8, and only spaces may pad its end.
+  const std::size_t end = json.find_last_not_of(' ');
+  XG_CHECK(end != std::string::npos, "load_safetensors: {}: the header is empty", path);
+  const nlohmann::json header = parse_header(json.substr(0, end + 1), path);
+  XG_CHECK(json.front() == '{', "load_safetensors: {}: the header must start with '{{' at byte 8", path);
+  XG_CHECK(json[end] == '}', "load_safetensors: {}: the header may be padded at its end with spaces only (byte {} is {:#04x})",
+           path, 8 + end, static_cast<unsigned char>(json[end]));
   const std::uint64_t data_size = file_size - 8 - header_size;
 
   SafetensorsFile out;

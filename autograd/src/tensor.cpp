@@ -149,7 +149,7 @@ Tensor convert(const Tensor& x, DType to) {
       Shape cs = contiguous_strides(x.shape());
       strided_loop<2>(x.shape(), {&x.strides(), &cs}, {x.offset(), 0},
                       [&](const auto& off, std::int64_t n, const auto& in) {
-                        for (std::int64_t i = 0; i < n; ++i) o[off[1] + i] = static_cast<D>(s[off[0] + i * in[0]]);
+                        for (std::int64_t i = 0; i < n; ++i) o[off[1] + i] = convert_value<D>(s[off[0] + i * in[0]], "to(int64)");
                       });
     });
   });

@@ -134,6 +134,14 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> 
     }
     mine.push_back(std::move(pg));
   }
+  // A model smaller than one element per rank leaves some ranks no shard: their optimizer holds one empty
+  // view (it never gets a gradient, so it never keeps state), as optimizers refuse an empty parameter list.
+  bool empty = true;
+  for (const auto& pg : mine) empty = empty && pg.params.empty();
+  if (empty && !mine.empty() && !m.params.empty()) {
+    Tensor none = m.params.front().second.detach().reshape({m.params.front().second.numel()}).narrow(0, 0, 0);
+    mine.front().params.emplace_back("(empty shard)", none.requires_grad_(true));
+  }
   m.inner = make(std::move(mine));
 }
 

@@ -8,6 +8,14 @@
 #include <filesystem>
 #include <sstream>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace fs = std::filesystem;
 
 namespace gpt {
@@ -117,9 +125,69 @@ void save_checkpoint(const std::string& dir, GPT& model, const Tokenizer& tok, c
   // new model is in place, so a process killed at any point leaves a model with a matching state.
   const fs::path cur = fs::path(dir) / kState, prev = fs::path(dir) / kPrevState;
   if (fs::exists(cur)) fs::rename(cur, prev);
-  xg::save_safetensors(cur.string(), state, meta);
-  model.save(dir + "/model.safetensors", model_metadata(model.config(), tok, iter));
+  try {
+    xg::save_safetensors(cur.string(), state, meta);
+    model.save(dir + "/model.safetensors", model_metadata(model.config(), tok, iter));
+  } catch (const xg::Error& e) {
+    // Say what is left: the model on disk with its matching state (train_state.prev), which --resume takes.
+    std::string left = "no checkpoint is left to resume from";
+    try {
+      const auto file = xg::load_safetensors(dir + "/model.safetensors");
+      left = fmt::format("--resume continues from the checkpoint of iteration {}",
+                         meta_int(file, dir + "/model.safetensors", "iter", "gpt checkpoint", 0, std::int64_t(1) << 40));
+    } catch (const xg::Error&) {
+    }
+    xg::fail("{}; {}", e.what(), left);
+  }
   fs::remove(prev);
+}
+
+OutputLock::OutputLock(const std::string& dir) {
+  fs::create_directories(dir);
+  path_ = dir + "/.gpt.lock";
+  for (int attempt = 0;; ++attempt) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd_ < 0) xg::fail("cannot lock {}: {}", path_, std::strerror(errno));
+    std::string holder(32, '\0');
+    const ssize_t n = ::pread(fd_, holder.data(), holder.size() - 1, 0);
+    holder.resize(n > 0 ? static_cast<std::size_t>(n) : 0);
+    holder.erase(std::find_if(holder.begin(), holder.end(), [](char c) { return c < '0' || c > '9'; }), holder.end());
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int err = errno;
+      ::close(fd_);
+      fd_ = -1;
+      if (err == EWOULDBLOCK)
+        xg::fail("{} is being written by another gpt process{}; wait for it to finish or choose another --out", dir,
+                 holder.empty() ? std::string() : fmt::format(" (pid {})", holder));
+      xg::fail("cannot lock {}: {}", path_, std::strerror(err));
+    }
+    // The holder may have removed the file between our open and our lock: lock the file that is there.
+    struct stat opened {}, named {};
+    if (::fstat(fd_, &opened) == 0 && ::stat(path_.c_str(), &named) == 0 && opened.st_ino == named.st_ino &&
+        opened.st_dev == named.st_dev)
+      {
+        // A lock file whose process is gone was left by a run that was killed: taken over.
+        if (!holder.empty() && holder != std::to_string(::getpid()))
+          fmt::print(stderr, "note: taking over the lock of {} left by process {}, which is no longer running\n", dir, holder);
+        break;
+      }
+    ::close(fd_);
+    fd_ = -1;
+    if (attempt == 100) xg::fail("cannot lock {}: it keeps being replaced", path_);
+  }
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size()))
+    xg::fail("cannot lock {}: {}", path_, std::strerror(errno));
+  // Temporaries of writers killed mid-save (their pid is gone) would otherwise stay until the same file is
+  // written again.
+  if (int n = xg::remove_dead_writers_temporaries(dir); n > 0)
+    fmt::print(stderr, "note: removed {} temporary file{} of killed writers in {}\n", n, n == 1 ? "" : "s", dir);
+}
+
+OutputLock::~OutputLock() {
+  if (fd_ < 0) return;
+  ::unlink(path_.c_str());  // while still holding it: the next writer finds no stale holder
+  ::close(fd_);
 }
 
 namespace {

@@ -27,6 +27,22 @@ struct Checkpoint {
 
 /// Reads and checks DIR/model.safetensors (an error names what is missing or wrong).
 Checkpoint load_checkpoint(const std::string& dir);
+
+/// Holds an output folder for one writer (train, resume, finetune) for the lifetime of the object: a second
+/// writer is refused at start with a message naming the holder's pid, instead of interleaving checkpoints.
+/// A lock left by a killed process is taken over with a note, and the temporaries of killed writers in the
+/// folder are removed.
+class OutputLock {
+ public:
+  explicit OutputLock(const std::string& dir);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
 /// The checkpoint's model with its weights loaded.
 std::unique_ptr<GPT> make_model(const Checkpoint& ck);
 /// The metadata a model file carries: config, tokenizer, iteration.

@@ -227,11 +227,24 @@ int train_rank(const TrainSettings& s, GPTConfig cfg, const std::vector<std::str
                ranks * s.batch_size * s.grad_accum, ranks * s.batch_size * s.grad_accum * cfg.block_size,
                s.zero_optimizer ? "; AdamW state sharded (ZeRO-1)" : "");
   }
+  // Rank 0 writes the folder: it holds it from here (everything before only reads) to the end of the run.
+  std::optional<OutputLock> lock;
+  if (rank == 0) lock.emplace(s.out);
   std::fflush(stdout);
+  std::int64_t saved_at = -1;
   run_loop(s, model, data, state, s.resume ? ck.iter : 0, best_val, ddp.get(), [&](std::int64_t iter, double best) {
     save_checkpoint(s.out, model, *tok, state, iter, best);
+    saved_at = iter;
   });
-  fmt::print("checkpoint in {}/model.safetensors\n", s.out);
+  // Name a file only when this run wrote it.
+  if (saved_at >= 0)
+    fmt::print("checkpoint in {}/model.safetensors (iteration {})\n", s.out, saved_at);
+  else if (s.resume)
+    fmt::print("no new checkpoint: {}/model.safetensors is still the one of iteration {}\n", s.out, ck.iter);
+  else if (s.max_iters == 0)
+    fmt::print("no checkpoint written: --max-iters 0 trains nothing\n");
+  else
+    fmt::print("no checkpoint written: no evaluation had a finite loss\n");
   return 0;
 }
 
@@ -255,6 +268,7 @@ int finetune(const TrainSettings& s, const LoRASettings& l) {
   if (s.threads > 0) xg::set_num_threads(s.threads);
   auto comm = xg::distributed::init();
   if (comm->size() > 1) xg::fail("gpt finetune runs on one process; start it without mpirun");
+  if (s.max_iters == 0) xg::fail("finetune: --max-iters 0 trains nothing; no adapter to save");
   Checkpoint ck = load_checkpoint(l.base);
   ck.config.check_fits(s.batch_size);
   Dataset data = Dataset::make(ck.tokenizer->encode(read_text(s.data)), ck.config.block_size);
@@ -276,8 +290,13 @@ int finetune(const TrainSettings& s, const LoRASettings& l) {
   xg::optim::AdamW opt(std::vector<xg::optim::ParamGroup>{{trainable}},
                        {.lr = s.lr, .betas = {s.beta1, s.beta2}, .weight_decay = s.weight_decay});
   auto sched = cosine_schedule(opt, s);
-  run_loop(s, *model, data, {opt, sched, batch_gen, *comm, s.seed}, 0, 1e9, nullptr,
-           [&](std::int64_t iter, double) { save_adapter(s.out, *model, ck, l, iter); });
+  OutputLock lock(s.out);
+  bool adapter_saved = false;
+  run_loop(s, *model, data, {opt, sched, batch_gen, *comm, s.seed}, 0, 1e9, nullptr, [&](std::int64_t iter, double) {
+    save_adapter(s.out, *model, ck, l, iter);
+    adapter_saved = true;
+  });
+  if (!adapter_saved) xg::fail("finetune: no evaluation had a finite loss; no adapter was saved");
   // The merged export: a plain GPT checkpoint with B A * alpha / r folded into each weight.
   xg::nn::merge_lora(*model);
   GPT plain(ck.config);

@@ -31,7 +31,18 @@ NamedTensors name_params(const std::vector<Tensor>& params) {
 
 Optimizer::Optimizer(std::string name, std::vector<ParamGroup> groups, double default_lr, double default_wd)
     : name_(std::move(name)) {
-  if (default_lr < 0) fail("{}: invalid learning rate {}", name_, default_lr);
+  if (!(default_lr >= 0) || !std::isfinite(default_lr)) fail("{}: invalid learning rate {}", name_, default_lr);
+  if (!(default_wd >= 0) || !std::isfinite(default_wd)) fail("{}: invalid weight decay {}", name_, default_wd);
+  std::size_t count = 0;
+  for (const auto& g : groups) {
+    count += g.params.size();
+    if (g.lr >= 0 || std::isnan(g.lr))
+      XG_CHECK(std::isfinite(g.lr), "{}: invalid learning rate {} in a parameter group", name_, g.lr);
+    if (g.weight_decay >= 0 || std::isnan(g.weight_decay))
+      XG_CHECK(std::isfinite(g.weight_decay), "{}: invalid weight decay {} in a parameter group", name_, g.weight_decay);
+  }
+  // As PyTorch: a module that forgot register_module / register_parameter would otherwise train nothing.
+  if (count == 0) fail("{}: optimizer got an empty parameter list", name_);
   std::set<std::string> names;
   std::set<const TensorImpl*> seen;
   for (auto& g : groups) {
@@ -156,6 +167,24 @@ void Optimizer::load_state_dict(const StateDict& state) {
         fail("{}: load_state_dict: {} has shape {}, but the parameter has {}", name_, key,
                                 shape_str(t.shape()), shape_str(it->second->shape()));
       new_state[param][what] = t.to(it->second->dtype()).contiguous().detach().clone();
+    }
+  }
+  if (const auto want = state_buffers()) {
+    // A state missing a buffer (exp_avg without exp_avg_sq) or holding a foreign one would resume as a
+    // different optimizer without a word.
+    std::set<std::string> params_with_state;
+    for (const auto& [param, _] : new_state) params_with_state.insert(param);
+    for (const auto& [param, _] : new_steps) params_with_state.insert(param);
+    const std::set<std::string> wanted(want->begin(), want->end());
+    for (const auto& param : params_with_state) {
+      XG_CHECK(new_steps.count(param), "{}: load_state_dict: {} has state but no step count", name_, param);
+      std::set<std::string> have;
+      if (auto it = new_state.find(param); it != new_state.end())
+        for (const auto& [what, _] : it->second) have.insert(what);
+      for (const auto& w : wanted)
+        XG_CHECK(have.count(w), "{}: load_state_dict: {}.{} is missing", name_, param, w);
+      for (const auto& h : have)
+        XG_CHECK(wanted.count(h), "{}: load_state_dict: {}.{} is not state of {}", name_, param, h, name_);
     }
   }
   for (std::size_t i = 0; i < groups_.size(); ++i) std::tie(groups_[i].lr, groups_[i].weight_decay) = settings[i];

@@ -81,8 +81,19 @@ struct AdamStep {
 }  // namespace
 
 SGD::SGD(std::vector<ParamGroup> groups, SGDOptions o) : Optimizer("SGD", std::move(groups), o.lr, o.weight_decay), options_(o) {
-  XG_CHECK(o.momentum >= 0, "SGD: invalid momentum {}", o.momentum);
+  XG_CHECK(o.momentum >= 0 && std::isfinite(o.momentum), "SGD: invalid momentum {}", o.momentum);
+  XG_CHECK(std::isfinite(o.dampening), "SGD: invalid dampening {}", o.dampening);
   XG_CHECK(!(o.nesterov && (o.momentum <= 0 || o.dampening != 0)), "SGD: nesterov momentum needs momentum > 0 and zero dampening");
+}
+
+std::optional<std::vector<std::string>> SGD::state_buffers() const {
+  if (options_.momentum != 0) return std::vector<std::string>{"momentum_buffer"};
+  return std::vector<std::string>{};
+}
+
+std::optional<std::vector<std::string>> Adam::state_buffers() const {
+  if (options_.amsgrad) return std::vector<std::string>{"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  return std::vector<std::string>{"exp_avg", "exp_avg_sq"};
 }
 
 void SGD::step(double grad_scale) {
@@ -119,7 +130,7 @@ Adam::Adam(std::string name, std::vector<ParamGroup> groups, AdamOptions o, bool
     : Optimizer(std::move(name), std::move(groups), o.lr, o.weight_decay), options_(o), decoupled_(decoupled) {
   XG_CHECK(o.betas.first >= 0 && o.betas.first < 1 && o.betas.second >= 0 && o.betas.second < 1,
            "{}: betas must be in [0, 1), got ({}, {})", this->name(), o.betas.first, o.betas.second);
-  XG_CHECK(o.eps >= 0, "{}: invalid eps {}", this->name(), o.eps);
+  XG_CHECK(o.eps >= 0 && std::isfinite(o.eps), "{}: invalid eps {}", this->name(), o.eps);
 }
 
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions o)

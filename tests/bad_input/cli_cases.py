@@ -165,6 +165,26 @@ def setup():
     h, bl = read_st("ad_bad_rank/adapter.safetensors")
     h["__metadata__"]["lora_rank"] = "many"
     write_st("ad_bad_rank/adapter.safetensors", h, bl)
+    # A tensor name holding a terminal escape sequence: the error quotes it escaped.
+    copy_checkpoint("ck", "esc_name", edit_model=add_copies(("transformer.wte.weight", "evil\x1b[2J\x1b]0;pwned\x07")))
+    # GPT-2 vocabularies: a token outside the byte-to-unicode map, a merge of symbols outside it.
+    printable = [b for b in range(256) if 33 <= b <= 126 or 161 <= b <= 172 or 174 <= b <= 255]
+    mapping, n = {}, 0
+    for b in range(256):
+        if b in printable:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + n)
+            n += 1
+    vocab = {mapping[b]: b for b in range(256)}
+    for name, extra, merges in (("bpe_bad_token", {"a\u4e00": 256}, "#version: 0.2\nt h\n"),
+                                ("bpe_bad_merge", {"th": 256}, "#version: 0.2\nt h\nt\u4e00 h\n"),
+                                ("bpe_bad_line", {"th": 256}, "#version: 0.2\nt h x\n")):
+        os.makedirs(name)
+        with open(os.path.join(name, "encoder.json"), "w", encoding="utf-8") as f:
+            json.dump(dict(vocab, **extra), f)
+        with open(os.path.join(name, "vocab.bpe"), "w", encoding="utf-8") as f:
+            f.write(merges)
     # Corpora.
     write_raw("overlong.txt", b"valid text " * 50 + b"\xc0\xaf" + b" more text" * 50)
     write_raw("surrogate.txt", b"valid text " * 50 + b"\xed\xa0\x80" + b" more" * 50)
@@ -259,6 +279,8 @@ CASES = [
     ("prompt outside the vocabulary", "not in the vocabulary", SAMPLE + ["--prompt", "XYZ"]),
     ("prompt of invalid UTF-8", "invalid UTF-8", SAMPLE + ["--prompt", "\udcc0\udcaf"]),
     ("--cache not a boolean", "--cache", SAMPLE + ["--cache", "maybe"]),
+    ("sample from NaN weights", "are not finite, so there is no distribution", ["sample", "--out", "nan_weights"]),
+    ("greedy sample from NaN weights", "not finite", ["sample", "--out", "nan_weights", "--temperature", "0"]),
     # ---- eval and finetune flags ----
     ("--batches 0", "--batches is 0", EVAL[:-1] + ["0"]),
     ("eval --batch-size huge", "--batch-size is", EVAL + ["--batch-size", "99999999999"]),
@@ -268,6 +290,9 @@ CASES = [
     ("--alpha 0", "--alpha is 0", FINETUNE + ["--alpha", "0"]),
     ("--alpha nan", "--alpha is nan", FINETUNE + ["--alpha", "nan"]),
     ("--lora-dropout 1", "--lora-dropout is 1", FINETUNE + ["--lora-dropout", "1"]),
+    ("train --max-iters 0 names no checkpoint", None, TRAIN + ["--max-iters", "0"],
+     {"./new", "./new/metrics.csv", "./new/loss.png", "./new/loss.gnuplot"}),
+    ("finetune --max-iters 0 trains nothing", "trains nothing", FINETUNE[:-1] + ["0"]),
     ("finetune of the tied lm_head", "lm_head.weight is tied to transformer.wte.weight", FINETUNE + ["--targets", "lm_head"]),
     ("finetune base missing", "no checkpoint", ["finetune", "--base", "nowhere", "--data", "corpus.txt", "--out", "ft_new"]),
     # ---- damaged and hostile checkpoints ----
@@ -291,6 +316,11 @@ CASES = [
     ("negative iteration", "\"iter\" is \"-5\"", ["sample", "--out", "neg_iter"]),
     ("tokenizer not JSON", "char tokenizer", ["sample", "--out", "bad_tokenizer"]),
     ("unknown tokenizer type", "unknown tokenizer type", ["sample", "--out", "odd_tokenizer"]),
+    ("a tensor name with an escape sequence", "evil\\x1b[2J\\x1b]0;pwned\\x07", ["sample", "--out", "esc_name"]),
+    ("gpt2 vocabulary: a token outside the byte map", "outside GPT-2's byte-to-unicode map",
+     TRAIN + ["--tokenizer", "gpt2", "--bpe-dir", "bpe_bad_token"]),
+    ("gpt2 merges: a symbol outside the byte map", "vocab.bpe line 3", TRAIN + ["--tokenizer", "gpt2", "--bpe-dir", "bpe_bad_merge"]),
+    ("gpt2 merges: three symbols on a line", "vocab.bpe line 2", TRAIN + ["--tokenizer", "gpt2", "--bpe-dir", "bpe_bad_line"]),
     # ---- training states ----
     ("resume, state of another iteration", "no training state matches", RESUME + ["state_iter"]),
     ("resume, best loss not a number", "\"best_val_loss\" is \"low\"", RESUME + ["state_best"]),
@@ -345,14 +375,22 @@ def main():
             continue
         lines = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("warning:")]
         problems = []
-        if r.returncode == 0:
-            problems.append("exit code 0")
-        if r.returncode < 0:
-            problems.append(f"killed by signal {-r.returncode}")
-        if len(lines) != 1:
-            problems.append(f"{len(lines)} lines of error output")
-        if fragment not in r.stderr:
-            problems.append(f"no '{fragment}' in the error")
+        if any(ord(c) < 32 and c not in "\n" or ord(c) == 127 for c in r.stderr):
+            problems.append("a control character reached the terminal")
+        if fragment is None:  # a run that succeeds, and names no file it did not write
+            if r.returncode != 0:
+                problems.append(f"exit code {r.returncode}")
+            if "checkpoint in" in r.stdout or "no checkpoint written" not in r.stdout:
+                problems.append(f"it printed: {r.stdout.strip()[-200:]}")
+        else:
+            if r.returncode == 0:
+                problems.append("exit code 0")
+            if r.returncode < 0:
+                problems.append(f"killed by signal {-r.returncode}")
+            if len(lines) != 1:
+                problems.append(f"{len(lines)} lines of error output")
+            if fragment not in r.stderr:
+                problems.append(f"no '{fragment}' in the error")
         after = snapshot()
         changed = sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k))
         if set(changed) - allowed:

@@ -68,6 +68,14 @@ void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op);
 
 /// a * b for non-negative sizes, or an error naming `what` if it does not fit in int64.
 std::int64_t checked_mul(std::int64_t a, std::int64_t b, std::string_view what);
+/// v as int64, or an error naming `what` when it is NaN, infinite or outside int64 (a plain cast is undefined).
+std::int64_t checked_int64(double v, std::string_view what);
+/// A value of type S as element type D: checked_int64 when a floating value becomes int64, a cast otherwise.
+template <class D, class S>
+D convert_value(S v, std::string_view what) {
+  if constexpr (std::is_same_v<D, std::int64_t> && std::is_floating_point_v<S>) return checked_int64(static_cast<double>(v), what);
+  else return static_cast<D>(v);
+}
 /// Number of elements of a shape (checked: negative sizes and overflow are errors).
 std::int64_t numel_of(const Shape& s);
 /// Row-major strides of a shape.

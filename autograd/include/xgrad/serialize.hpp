@@ -38,5 +38,8 @@ SafetensorsFile load_safetensors(const std::string& path);
 std::string read_file(const std::string& path, std::uint64_t max_bytes = std::uint64_t(1) << 34);
 /// Writes bytes to `path` atomically (temporary file, flush, fsync, rename).
 void write_file_atomic(const std::string& path, const std::string& bytes);
+/// Removes the temporary files write_file_atomic left in `dir` when their writer was killed mid-write (its
+/// process is gone); returns how many.
+int remove_dead_writers_temporaries(const std::string& dir);
 
 }  // namespace xg

@@ -202,12 +202,16 @@ Tensor scalar_tensor(double value, DType dtype = DType::float32);
 /// start, start+step, ... below end (like torch.arange).
 Tensor arange(double start, double end, double step = 1.0, TensorOptions options = {});
 Tensor arange(double end, TensorOptions options = {});
-/// n x n identity (n x m with m given).
-Tensor eye(std::int64_t n, std::int64_t m = -1, TensorOptions options = {});
+/// n x n identity.
+Tensor eye(std::int64_t n, TensorOptions options = {});
+/// n x m: ones on the main diagonal.
+Tensor eye(std::int64_t n, std::int64_t m, TensorOptions options = {});
 /// Copies values into a new tensor of the given shape (1-D with the values' length if shape is empty).
 Tensor tensor(const std::vector<double>& values, const Shape& shape = {}, TensorOptions options = {});
 Tensor tensor(const std::vector<float>& values, const Shape& shape = {}, TensorOptions options = {});
-Tensor tensor(const std::vector<std::int64_t>& values, const Shape& shape = {}, TensorOptions options = {});
+/// Integers make an int64 tensor unless options say otherwise, as torch.tensor infers from the values.
+Tensor tensor(const std::vector<std::int64_t>& values, const Shape& shape = {},
+              TensorOptions options = {.dtype = DType::int64});
 Tensor tensor(std::initializer_list<double> values, const Shape& shape = {}, TensorOptions options = {});
 /// Index tensors (int64) from a list of integers.
 Tensor index_tensor(const std::vector<std::int64_t>& values, const Shape& shape = {});

@@ -2,6 +2,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 #include "xgrad/kernel.hpp"
@@ -43,7 +44,12 @@ Shape contiguous_strides(const Shape& s) {
   std::int64_t acc = 1;
   for (std::size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc = checked_mul(acc, s[i] > 0 ? s[i] : 1, "strides");
+    if (__builtin_mul_overflow(acc, s[i] > 0 ? s[i] : 1, &acc)) {
+      // A tensor with no elements never steps through its strides: [0, 2^40, 2^40] exists (as in PyTorch),
+      // with unit strides where the row-major ones would not fit.
+      XG_CHECK(numel_of(s) == 0, "strides: shape {} has more elements than fit in 64 bits", shape_str(s));
+      return Shape(s.size(), 1);
+    }
   }
   return st;
 }
@@ -85,10 +91,20 @@ Shape broadcast_strides(const Tensor& t, const Shape& shape) {
 }
 
 
+std::int64_t checked_int64(double v, std::string_view what) {
+  // [-2^63, 2^63): every double in it converts exactly (after truncation); 2^63 itself does not fit.
+  XG_CHECK(std::isfinite(v) && v >= -0x1p63 && v < 0x1p63, "{}: {} cannot be an int64 value", what, v);
+  return static_cast<std::int64_t>(v);
+}
+
 void check_same_dtype(const Tensor& a, const Tensor& b, std::string_view op) {
-  XG_CHECK(a.dtype() == b.dtype(), "{}: dtype mismatch: {} {} vs {} {}; convert one with .to(xg::{})", op,
-           dtype_name(a.dtype()), shape_str(a.shape()), dtype_name(b.dtype()), shape_str(b.shape()),
-           dtype_name(a.dtype()));
+  if (a.dtype() == b.dtype()) return;
+  // Suggest the dtype that loses nothing: floating over int64, float64 over float32.
+  const DType to = !is_floating(a.dtype()) ? b.dtype() : !is_floating(b.dtype()) ? a.dtype()
+                 : (a.dtype() == DType::float64 ? a.dtype() : b.dtype());
+  const Tensor& from = a.dtype() == to ? b : a;
+  fail("{}: dtype mismatch: {} {} vs {} {}; convert the {} one with .to(xg::{})", op, dtype_name(a.dtype()),
+       shape_str(a.shape()), dtype_name(b.dtype()), shape_str(b.shape()), dtype_name(from.dtype()), dtype_name(to));
 }
 
 }  // namespace kernel

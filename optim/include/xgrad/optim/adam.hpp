@@ -36,6 +36,7 @@ class Adam : public Optimizer {
 
  protected:
   Adam(std::string name, std::vector<ParamGroup> groups, AdamOptions options, bool decoupled);
+  std::optional<std::vector<std::string>> state_buffers() const override;
 
  private:
   AdamOptions options_;

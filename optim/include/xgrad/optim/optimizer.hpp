@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -76,6 +77,9 @@ class Optimizer {
   const std::string& name() const { return name_; }
   /// Refuses a grad_scale that is negative or not finite.
   void check_grad_scale(double grad_scale) const;
+  /// The buffers every parameter with a step count keeps ("exp_avg", ...), which load_state_dict requires
+  /// all of and nothing else; nullopt (the default, for optimizers written by users): not checked.
+  virtual std::optional<std::vector<std::string>> state_buffers() const { return std::nullopt; }
 
  private:
   std::string name_;

@@ -24,6 +24,9 @@ class SGD : public Optimizer {
   void step() override { step(1.0); }
   void step(double grad_scale) override;
 
+ protected:
+  std::optional<std::vector<std::string>> state_buffers() const override;
+
  private:
   SGDOptions options_;
 };
