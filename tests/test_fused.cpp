@@ -365,8 +365,9 @@ TEST_CASE("attention's short causal tiles agree with the formula on either small
       for (auto [window, d] : {std::pair<std::int64_t, std::int64_t>{0, 8}, {0, 32}, {9, 8}, {9, 32}}) {
         INFO((s == B::openblas ? "OpenBLAS " : "oneDNN ") << xg::dtype_name(dtype) << " window " << window << " head " << d);
         Inputs in = {test::uniform({2, 40, 6 * d}, -1, 1, 77, false).to(dtype).requires_grad_()};
-        auto fused = [&](const Inputs& v) { return F::packed_self_attention(v[0], 2, {.causal = window == 0, .window = window}); };
-        auto formula = [&](const Inputs& v) { return packed_formula(v[0], 2, allowed(40, 40, window)); };
+        const std::int64_t win = window;  // clang 14 does not let a lambda capture a structured binding
+        auto fused = [&](const Inputs& v) { return F::packed_self_attention(v[0], 2, {.causal = win == 0, .window = win}); };
+        auto formula = [&](const Inputs& v) { return packed_formula(v[0], 2, allowed(40, 40, win)); };
         Tensor y = fused(in);
         Tensor g = test::uniform(y.shape(), -1, 1, 78, false).to(dtype);
         check_fused(formula, in, y, g);
