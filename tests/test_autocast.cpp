@@ -1,6 +1,8 @@
 // bf16 autocast: matrix products use bf16-rounded operands with float32 sums, forward and backward, and
 // models stay within bf16's tolerance of float32.
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 
 #include <xgrad/kernel.hpp>
 
@@ -193,7 +195,7 @@ TEST_CASE("autocast: layers stay within bf16's tolerance of float32, forward and
   }
 }
 
-TEST_CASE("autocast: operands round to the nearest bf16 with ties to even; inf and NaN pass through") {
+TEST_CASE("autocast: operands round to the nearest bf16 with ties to even, inf and NaN pass through") {
   // A column times [[1]]: each output is one rounded operand, exactly. (No subnormals: AVX512-BF16 treats
   // them as zero.)
   const float one = 1.0f, tie_down = 1.0f + 0x1p-8f, tie_up = 1.0f + 3 * 0x1p-8f, above = 1.0f + 0x1p-8f + 0x1p-20f;
@@ -289,4 +291,27 @@ TEST_CASE("autocast: the bf16 copy an update leaves is the rounded weight, used 
   xg::sum(F::linear(x, w, Tensor())).backward();
   sgd.step();
   CHECK_FALSE(st.bf16);
+}
+
+TEST_CASE("autocast multiplies bf16 natively exactly where the CPU can") {
+  // XGRAD_EXPECT_BF16 (native or rounding) says what a run with a limited ISA must take (ctest's
+  // autocast_avx2_isa entry limits oneDNN to AVX2); otherwise the CPU's own flags say it.
+  std::string expect;
+  if (const char* e = std::getenv("XGRAD_EXPECT_BF16")) {
+    expect = e;
+  } else {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line) && line.rfind("flags", 0) != 0) {
+    }
+    const bool has = line.find(" avx512_bf16") != std::string::npos || line.find(" amx_bf16") != std::string::npos;
+    expect = line.empty() ? "" : has ? "native" : "rounding";
+  }
+  if (expect.empty()) {
+    test::skip("no CPU flags in /proc/cpuinfo and no XGRAD_EXPECT_BF16: nothing to compare with");
+    return;
+  }
+  INFO(xg::kernel::gemm_backend_name());
+  REQUIRE((expect == "native" || expect == "rounding"));
+  CHECK(bf16_native() == (xg::kernel::has_onednn() && expect == "native"));
 }

@@ -135,7 +135,7 @@ TEST_CASE("clip_grad_norm_ scales to the global norm and reports non-finite norm
   CHECK(test::values(a.grad()) == std::vector<double>{-1.0, 0.5});
 }
 
-TEST_CASE("get_total_norm and clip_coef split clip_grad_norm_; step(grad_scale) folds the factor in", "[optim]") {
+TEST_CASE("get_total_norm and clip_coef split clip_grad_norm_, and step(grad_scale) folds the factor in", "[optim]") {
   Tensor a = xg::zeros({2}, {xg::float64, true}), b = xg::zeros({1}, {xg::float64, true});
   a.set_grad(xg::tensor({3.0, 0.0}, {2}, {xg::float64}));
   b.set_grad(xg::tensor({-4.0}, {1}, {xg::float64}));

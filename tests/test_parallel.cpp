@@ -73,7 +73,7 @@ std::vector<std::vector<float>> pooled_results(int threads) {
 }
 }  // namespace
 
-TEST_CASE("parallel_for covers [0, n) once, in chunks of at least the grain", "[parallel]") {
+TEST_CASE("parallel_for covers 0 to n once, in chunks of at least the grain", "[parallel]") {
   for (int threads : {1, 2, 3}) {
     Threads scope(threads);
     for (std::int64_t n : {std::int64_t{1}, std::int64_t{5}, std::int64_t{100}, std::int64_t{101}, std::int64_t{100003}}) {
