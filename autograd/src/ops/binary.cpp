@@ -3,7 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
-#include <unordered_set>
+#include <vector>
 
 #include "elementwise_kernels.hpp"
 
@@ -233,9 +233,9 @@ bool partially_overlaps(const Tensor& self, const Tensor& other) {
   const auto [lo_s, hi_s] = span(self.offset(), ss);
   const auto [lo_o, hi_o] = span(other.offset(), so);
   if (hi_s < lo_o || hi_o < lo_s) return false;
-  // Views of one buffer whose spans meet: element by element (rare, and linear in the size).
-  std::unordered_set<std::int64_t> written;
-  written.reserve(static_cast<std::size_t>(self.numel()));
+  // Views of one buffer whose spans meet: element by element (rare, linear in the size, and one bit per
+  // element of the written span, which lies inside the buffer).
+  std::vector<bool> written(static_cast<std::size_t>(hi_s - lo_s + 1));
   std::vector<std::int64_t> index(nd, 0);
   auto each = [&](auto&& visit) {
     std::fill(index.begin(), index.end(), 0);
@@ -253,8 +253,13 @@ bool partially_overlaps(const Tensor& self, const Tensor& other) {
     }
     return false;
   };
-  each([&](std::int64_t a, std::int64_t) { written.insert(a); return false; });
-  return each([&](std::int64_t a, std::int64_t b) { return b != a && written.count(b) > 0; });
+  each([&](std::int64_t a, std::int64_t) {
+    written[static_cast<std::size_t>(a - lo_s)] = true;
+    return false;
+  });
+  return each([&](std::int64_t a, std::int64_t b) {
+    return b != a && b >= lo_s && b <= hi_s && written[static_cast<std::size_t>(b - lo_s)];
+  });
 }
 
 template <class F>
