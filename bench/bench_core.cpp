@@ -4,7 +4,8 @@
 // forward + backward at GPT shapes), sgemm_baby, sgemm_gpt2 (the same three GEMMs called on raw BLAS),
 // attention_1024 (causal attention forward + backward, GPT-2's 12 heads of 64 over 1024 tokens),
 // attention_baby (the same at the baby GPT's shape, as it calls it: batch 12, 4 heads of 32 over 64 tokens
-// read from the packed [B, T, 3C] projection).
+// read from the packed [B, T, 3C] projection), func_vjp, func_jvp, func_hvp (xg::func on a two-layer tanh
+// MLP, with respect to its input [64, 256]).
 #include <cblas.h>
 #include <xgrad/xgrad.hpp>
 
@@ -88,6 +89,22 @@ int main(int argc, char** argv) {
       for (auto* t : {&q, &k, &v}) t->set_grad({});
       xg::nn::functional::scaled_dot_product_attention(q, k, v, {.causal = true}).backward(g);
     });
+  } else if (name.rfind("func_", 0) == 0) {
+    xg::Generator gen(0);
+    xg::Tensor w1 = xg::randn({256, 256}, {xg::float32}, &gen) * 0.06, w2 = xg::randn({256, 256}, {xg::float32}, &gen) * 0.06;
+    xg::Tensor x = xg::randn({64, 256}, {xg::float32}, &gen), v = xg::randn({64, 256}, {xg::float32}, &gen);
+    auto mlp = [&](const std::vector<xg::Tensor>& in) { return xg::tanh(xg::matmul(xg::tanh(xg::matmul(in[0], w1.t())), w2.t())); };
+    auto energy = [&](const std::vector<xg::Tensor>& in) {
+      xg::Tensor y = mlp(in);
+      return xg::sum(y * y);
+    };
+    if (name == "func_vjp") seconds = median_seconds([&] { (void)xg::func::vjp(mlp, {x}, v); });
+    else if (name == "func_jvp") seconds = median_seconds([&] { (void)xg::func::jvp(mlp, {x}, {v}); });
+    else if (name == "func_hvp") seconds = median_seconds([&] { (void)xg::func::hvp(energy, {x}, {v}); });
+    else {
+      fmt::print(stderr, "bench_core: unknown case {}\n", name);
+      return 2;
+    }
   } else if (name.rfind("sgemm_", 0) == 0) {
     auto s = shape_of(name);
     int m = int(s.b * s.t), k = int(s.c), n = int(s.d);

@@ -53,6 +53,32 @@ def main():
             torch.matmul(x, w.t()).backward(g)
 
         seconds = median_seconds(step)
+    elif name.startswith("func_"):
+        # functorch (bundled with torch 1.13; torch.func since 2.0): jvp in true forward mode, hvp as
+        # forward-over-reverse, the fastest forms PyTorch offers.
+        import functorch
+        gen = torch.Generator().manual_seed(0)
+        w1, w2 = (torch.randn(256, 256, generator=gen) * 0.06 for _ in range(2))
+        x, v = (torch.randn(64, 256, generator=gen) for _ in range(2))
+
+        def mlp(inp):
+            return torch.tanh(torch.tanh(inp @ w1.t()) @ w2.t())
+
+        def energy(inp):
+            y = mlp(inp)
+            return (y * y).sum()
+
+        if name == "func_vjp":
+            def step():
+                out, fn = functorch.vjp(mlp, x)
+                fn(v)
+        elif name == "func_jvp":
+            def step():
+                functorch.jvp(mlp, (x,), (v,))
+        else:
+            def step():
+                functorch.jvp(functorch.grad(energy), (x,), (v,))
+        seconds = median_seconds(step)
     elif name == "attention_1024":
         gen = torch.Generator().manual_seed(0)
         q, k, v = (torch.randn(1, 12, 1024, 64, generator=gen, requires_grad=True) for _ in range(3))

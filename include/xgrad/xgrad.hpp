@@ -7,6 +7,7 @@
 #include "xgrad/distributed/ddp.hpp"
 #include "xgrad/distributed/zero.hpp"
 #include "xgrad/format.hpp"
+#include "xgrad/func.hpp"
 #include "xgrad/gradcheck.hpp"
 #include "xgrad/nn/checkpoint.hpp"
 #include "xgrad/nn/functional.hpp"
