@@ -308,6 +308,16 @@ const std::vector<BadCase>& cases() {
       {"schedule load, group index is not a number",
        [] { Tensor p = f64({2}, true); xg::optim::AdamW o({{{{"p", p}}}}, {}); xg::optim::CosineWarmupLR s(o, 1, 10, 0.0); s.load_state_dict({{"step", xg::scalar_tensor(1.0)}, {"base_lr.x", xg::scalar_tensor(1.0)}}); },
        {"base_lr.x"}},
+      // ---- losses ----
+      {"mse_loss, target of another shape", [] { nn::functional::mse_loss(f64({4, 1}), f64({4})); }, {"mse_loss", "target [4]", "[4, 1]"}},
+      {"l1_loss, int64 input", [] { nn::functional::l1_loss(xg::index_tensor({1}), xg::index_tensor({1})); }, {"l1_loss", "float32 or float64"}},
+      {"smooth_l1_loss, negative beta", [] { nn::functional::smooth_l1_loss(f64({2}), f64({2}), nn::functional::Reduction::mean, -1); }, {"beta"}},
+      {"huber_loss, zero delta", [] { nn::functional::huber_loss(f64({2}), f64({2}), nn::functional::Reduction::mean, 0); }, {"delta"}},
+      {"bce_with_logits, pos_weight of the wrong size", [] { nn::functional::binary_cross_entropy_with_logits(f64({2, 3}), f64({2, 3}), {.pos_weight = f64({2})}); }, {"pos_weight [2]"}},
+      {"nll_loss, target out of range", [] { nn::functional::nll_loss(f64({2, 3}), xg::index_tensor({0, 3})); }, {"target 3", "3 classes"}},
+      {"nll_loss, float targets", [] { nn::functional::nll_loss(f64({2, 3}), f64({2})); }, {"int64"}},
+      {"mse_loss, batchmean", [] { nn::functional::mse_loss(f64({2}), f64({2}), nn::functional::Reduction::batchmean); }, {"batchmean is kl_div's"}},
+      {"cross_entropy, batchmean", [] { nn::functional::cross_entropy(f64({2, 3}), xg::index_tensor({0, 1}), {.reduction = nn::functional::Reduction::batchmean}); }, {"batchmean is kl_div's"}},
       // ---- files through the API ----
       {"save, undefined tensor", [] { xg::save_safetensors(test::temp_file("bad_undef.safetensors"), {{"w", Tensor()}}); }, {"undefined"}},
       {"save, a name twice", [] { xg::save_safetensors(test::temp_file("bad_twice.safetensors"), {{"w", f64({1})}, {"w", f64({1})}}); }, {"twice"}},

@@ -35,7 +35,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight = {}, const Tensor& bias
 std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual, const Tensor& weight = {},
                                          const Tensor& bias = {}, double eps = 1e-5);
 
-enum class Reduction { none, mean, sum };
+/// How a loss reduces its per-element values: none, their mean, their sum; batchmean (kl_div only) divides
+/// the sum by the batch size, the mathematically correct KL divergence.
+enum class Reduction { none, mean, sum, batchmean };
 
 /// Options for cross_entropy, as in torch.nn.functional.cross_entropy.
 struct CrossEntropyOptions {
@@ -46,6 +48,47 @@ struct CrossEntropyOptions {
 /// Cross-entropy of logits [..., C] against int64 class targets [...], fused with log_softmax. The
 /// gradient is (softmax(logits) - one_hot(targets)) / n for the mean over n counted targets.
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, CrossEntropyOptions options = {});
+
+// ---- losses with element-wise targets: input and target of one shape and one floating dtype ----
+
+/// (input - target)^2, reduced.
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+/// |input - target|, reduced.
+Tensor l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean);
+/// 0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta, for d = input - target (beta = 0: l1_loss).
+Tensor smooth_l1_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+                      double beta = 1.0);
+/// 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta): smooth_l1_loss times delta, with beta = delta.
+Tensor huber_loss(const Tensor& input, const Tensor& target, Reduction reduction = Reduction::mean,
+                  double delta = 1.0);
+
+/// Options for binary_cross_entropy_with_logits, as in PyTorch.
+struct BCEWithLogitsOptions {
+  Tensor weight;      // optional, broadcast to the input: a rescaling of each element's loss
+  Tensor pos_weight;  // optional, broadcast over the last dim: the weight of positive examples per class
+  Reduction reduction = Reduction::mean;
+};
+/// -[pos_weight y log s(x) + (1 - y) log(1 - s(x))] for logits x and targets y in [0, 1], computed as
+/// (1 - y) x + (1 + (pos_weight - 1) y) (log(1 + exp(-|x|)) + max(-x, 0)): no overflow for any x.
+Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, const BCEWithLogitsOptions& options = {});
+
+/// Options for nll_loss, as in PyTorch.
+struct NLLLossOptions {
+  Tensor weight;                      // optional [C]: a weight per class (the mean divides by their sum)
+  std::int64_t ignore_index = -100;   // targets equal to this contribute nothing
+  Reduction reduction = Reduction::mean;
+};
+/// -log_probs[..., target] for log-probabilities [..., C] (class dim last, as cross_entropy) and int64
+/// targets [...]; cross_entropy(x, t) equals nll_loss(log_softmax(x), t).
+Tensor nll_loss(const Tensor& log_probs, const Tensor& targets, const NLLLossOptions& options = {});
+
+/// Options for kl_div, as in PyTorch.
+struct KLDivOptions {
+  Reduction reduction = Reduction::mean;  // batchmean divides by the batch size: the true KL divergence
+  bool log_target = false;                // the target is given as log-probabilities
+};
+/// target (log target - input) element by element, for input log-probabilities (0 where target is 0).
+Tensor kl_div(const Tensor& input, const Tensor& target, const KLDivOptions& options = {});
 
 /// Zeroes each element with probability p in training and scales the rest by 1 / (1 - p).
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);
