@@ -176,6 +176,16 @@ const std::vector<OpCase>& cases() {
       {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},
       {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::none}); }, {{5, 4}}},
       {"cross_entropy 3-d", [](auto& v) { return F::cross_entropy(v[0], ids()); }, {{2, 3, 5}}},
+      // ---- normalisation written with other ops ----
+      {"rms_norm", [](auto& v) { return F::rms_norm(v[0], v[1], 1e-6); }, {{2, 3, 4}, {4}}},
+      {"rms_norm no weight, default eps", [](auto& v) { return F::rms_norm(v[0]); }, {{3, 5}}},
+      {"group_norm", [](auto& v) { return F::group_norm(v[0], 2, v[1], v[2]); }, {{2, 4, 3}, {4}, {4}}},
+      {"group_norm one group, 4-d", [](auto& v) { return F::group_norm(v[0], 1); }, {{2, 3, 2, 2}}},
+      {"batch_norm training", [](auto& v) { return F::batch_norm(v[0], {.weight = v[1], .bias = v[2], .training = true}); },
+       {{4, 3}, {3}, {3}}},
+      {"batch_norm training 4-d", [](auto& v) { return F::batch_norm(v[0], {.training = true}); }, {{2, 2, 3, 2}}},
+      {"batch_norm eval", [](auto& v) { return F::batch_norm(v[0], {.running_mean = v[1], .running_var = xg::exp(v[2]), .weight = v[3]}); },
+       {{4, 3, 2}, {3}, {3}, {3}}},
       // ---- losses written with other ops: both input and target differentiable ----
       {"mse_loss mean", [](auto& v) { return F::mse_loss(v[0], v[1]); }, {{3, 4}, {3, 4}}},
       {"mse_loss sum", [](auto& v) { return F::mse_loss(v[0], v[1], F::Reduction::sum); }, {{5}, {5}}},

@@ -49,6 +49,16 @@ TEST_CASE("every module passes gradcheck and gradgradcheck in float64", "[nn]") 
       .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(5, 2).dtype(xg::float64)));
   seq->eval();  // dropout off
   check_module(*seq, test::uniform({4, 3}, -1, 1, 6), [&](const Tensor& x) { return seq->forward(x); });
+  nn::RMSNorm rms(nn::RMSNormOptions(4).eps(1e-6).dtype(xg::float64));
+  check_module(rms, test::uniform({2, 3, 4}, -1, 1, 11), [&](const Tensor& x) { return rms.forward(x); });
+  nn::GroupNorm gn(nn::GroupNormOptions(2, 4).dtype(xg::float64));
+  check_module(gn, test::uniform({2, 4, 3}, -1, 1, 12), [&](const Tensor& x) { return gn.forward(x); });
+  nn::BatchNorm1d bn1(nn::BatchNormOptions(3).dtype(xg::float64));
+  check_module(bn1, test::uniform({4, 3}, -1, 1, 13), [&](const Tensor& x) { return bn1.forward(x); });  // training
+  bn1.eval();
+  check_module(bn1, test::uniform({4, 3, 2}, -1, 1, 14), [&](const Tensor& x) { return bn1.forward(x); });
+  nn::BatchNorm2d bn2(nn::BatchNormOptions(2).dtype(xg::float64));
+  check_module(bn2, test::uniform({2, 2, 3, 3}, -1, 1, 15), [&](const Tensor& x) { return bn2.forward(x); });
   nn::Linear lora(nn::LinearOptions(4, 3).dtype(xg::float64));
   lora.add_lora(nn::LoRAOptions(2).alpha(4.0));
   nn::init::normal_(lora.lora_B, 0.0, 0.1);  // non-zero B, so every term is exercised
@@ -306,4 +316,51 @@ TEST_CASE("train, save, load into a fresh model, and resume the optimizer identi
   CHECK(test::values(fresh->parameters()[0]) == test::values(model->parameters()[0]));
   std::remove(mpath.c_str());
   std::remove(opath.c_str());
+}
+
+TEST_CASE("batch norm keeps PyTorch's running statistics and state_dict names", "[nn]") {
+  nn::BatchNorm1d bn(nn::BatchNormOptions(2).dtype(xg::float64));
+  std::vector<std::string> names;
+  for (auto& [n, _] : bn.state_dict()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"weight", "bias", "running_mean", "running_var", "num_batches_tracked"});
+  CHECK(bn.num_batches_tracked.dtype() == xg::int64);
+  // Two training batches of 4: by hand, running = 0.9 running + 0.1 batch, with the unbiased variance.
+  const std::vector<std::vector<double>> batches = {{1, 2, 3, 4, 5, 6, 7, 8}, {0, -1, 2, 1, 4, 0, -2, 3}};
+  double rm[2] = {0, 0}, rv[2] = {1, 1};
+  for (const auto& b : batches) {
+    Tensor x = d(b, {4, 2});
+    Tensor y = bn.forward(x);
+    for (int c = 0; c < 2; ++c) {
+      double m = 0, v = 0;
+      for (int i = 0; i < 4; ++i) m += b[std::size_t(i * 2 + c)] / 4;
+      for (int i = 0; i < 4; ++i) v += (b[std::size_t(i * 2 + c)] - m) * (b[std::size_t(i * 2 + c)] - m);
+      rm[c] = 0.9 * rm[c] + 0.1 * m;
+      rv[c] = 0.9 * rv[c] + 0.1 * v / 3;
+      // Training normalises by the batch's biased variance.
+      CHECK(y.select(1, c).select(0, 0).item() == Approx((b[std::size_t(c)] - m) / std::sqrt(v / 4 + 1e-5)).epsilon(1e-12));
+    }
+  }
+  CHECK(bn.running_mean.to_vector<double>()[0] == Approx(rm[0]).epsilon(1e-14));
+  CHECK(bn.running_mean.to_vector<double>()[1] == Approx(rm[1]).epsilon(1e-14));
+  CHECK(bn.running_var.to_vector<double>()[0] == Approx(rv[0]).epsilon(1e-14));
+  CHECK(bn.running_var.to_vector<double>()[1] == Approx(rv[1]).epsilon(1e-14));
+  CHECK(bn.num_batches_tracked.item() == 2);
+  // Eval normalises by the running statistics and changes none of them.
+  bn.eval();
+  Tensor y = bn.forward(d({1, 1}, {1, 2}));
+  CHECK(y.to_vector<double>()[0] == Approx((1 - rm[0]) / std::sqrt(rv[0] + 1e-5)).epsilon(1e-12));
+  CHECK(bn.num_batches_tracked.item() == 2);
+  // momentum = None: the cumulative average of the batch means.
+  nn::BatchNorm1d avg(nn::BatchNormOptions(1).momentum(std::nullopt).dtype(xg::float64));
+  for (double v : {2.0, 4.0, 9.0}) avg.forward(d({v - 1, v + 1}, {2, 1}));
+  CHECK(avg.running_mean.item() == Approx(5.0).epsilon(1e-14));
+  // to(float64/float32) converts the statistics but keeps the batch count an integer.
+  avg.to(xg::float32);
+  CHECK(avg.running_mean.dtype() == xg::float32);
+  CHECK(avg.num_batches_tracked.dtype() == xg::int64);
+  // Bad input: a single value per channel in training, a wrong channel count.
+  nn::BatchNorm1d one(2);
+  test::require_error([&] { one.forward(xg::zeros({1, 2})); }, {"more than one value per channel"});
+  test::require_error([&] { one.forward(xg::zeros({4, 3})); }, {"BatchNorm1d", "expected input [N, 2"});
+  test::require_error([] { nn::GroupNorm(3, 4); }, {"4 channels cannot be split into 3 groups"});
 }

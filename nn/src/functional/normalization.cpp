@@ -201,4 +201,92 @@ std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual
   return norm(x, residual, weight, bias, eps, "add_layer_norm");
 }
 
+// ---- RMS, group and batch normalisation, written with other ops --------------------------------------
+
+namespace {
+/// weight and bias of shape [c] (when given), in x's dtype.
+void check_affine(const Tensor& x, const Tensor& weight, const Tensor& bias, std::int64_t c, std::string_view op) {
+  for (const auto* t : {&weight, &bias}) {
+    if (!t->defined()) continue;
+    XG_CHECK(t->shape() == Shape{c}, "{}: {} has shape {}, expected [{}]", op, t == &weight ? "weight" : "bias",
+             shape_str(t->shape()), c);
+    check_same_dtype(x, *t, op);
+  }
+}
+/// [C] as [1, C, 1, ...] against x [N, C, *].
+Tensor per_channel(const Tensor& t, std::int64_t dims) {
+  Shape s(static_cast<std::size_t>(dims), 1);
+  s[1] = t.size(0);
+  return t.reshape(s);
+}
+void check_channels_input(const Tensor& x, std::string_view op) {
+  XG_CHECK(x.dim() >= 2 && is_floating(x.dtype()), "{}: expected a float input [N, C, *], got {} {}", op,
+           dtype_name(x.dtype()), shape_str(x.shape()));
+}
+}  // namespace
+
+Tensor rms_norm(const Tensor& x, const Tensor& weight, std::optional<double> eps) {
+  XG_CHECK(x.dim() >= 1 && is_floating(x.dtype()), "rms_norm: expected a float input with a last dim, got {} {}",
+           dtype_name(x.dtype()), shape_str(x.shape()));
+  const double e = eps ? *eps : (x.dtype() == DType::float32 ? 0x1p-23 : 0x1p-52);
+  XG_CHECK(e >= 0 && std::isfinite(e), "rms_norm: eps must be finite and >= 0, got {}", e);
+  check_affine(x, weight, {}, x.shape().back(), "rms_norm");
+  Tensor y = x * rsqrt(mean(x * x, {-1}, true) + e);
+  return weight.defined() ? y * weight : y;
+}
+
+Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  check_channels_input(x, "group_norm");
+  const std::int64_t n = x.size(0), c = x.size(1);
+  XG_CHECK(num_groups > 0 && c % num_groups == 0, "group_norm: {} channels cannot be split into {} groups", c, num_groups);
+  XG_CHECK(eps >= 0 && std::isfinite(eps), "group_norm: eps must be finite and >= 0, got {}", eps);
+  check_affine(x, weight, bias, c, "group_norm");
+  Tensor g = x.reshape({n, num_groups, -1});
+  Tensor centered = g - mean(g, {2}, true);
+  Tensor y = (centered * rsqrt(mean(centered * centered, {2}, true) + eps)).reshape(x.shape());
+  if (weight.defined()) y = y * per_channel(weight, x.dim());
+  if (bias.defined()) y = y + per_channel(bias, x.dim());
+  return y;
+}
+
+Tensor batch_norm(const Tensor& x, const BatchNormOptions& o) {
+  check_channels_input(x, "batch_norm");
+  const std::int64_t c = x.size(1);
+  check_affine(x, o.weight, o.bias, c, "batch_norm");
+  check_affine(x, o.running_mean, o.running_var, c, "batch_norm");
+  XG_CHECK(o.running_mean.defined() == o.running_var.defined(),
+           "batch_norm: give both running_mean and running_var, or neither");
+  XG_CHECK(o.eps >= 0 && std::isfinite(o.eps), "batch_norm: eps must be finite and >= 0, got {}", o.eps);
+  XG_CHECK(o.momentum >= 0 && o.momentum <= 1, "batch_norm: momentum must be in [0, 1], got {}", o.momentum);
+  Shape dims = {0};
+  for (std::int64_t d = 2; d < x.dim(); ++d) dims.push_back(d);
+  Tensor m, v;
+  if (o.training || !o.running_mean.defined()) {
+    const std::int64_t count = x.numel() / std::max<std::int64_t>(c, 1);
+    XG_CHECK(!o.training || count > 1, "batch_norm: training needs more than one value per channel, got input {}",
+             shape_str(x.shape()));
+    m = mean(x, dims, true);
+    Tensor centered = x - m;
+    v = mean(centered * centered, dims, true);
+    if (o.training && o.running_mean.defined()) {
+      // The running variance is the unbiased one, as in PyTorch.
+      autograd::NoGradGuard ng;
+      const double unbias = static_cast<double>(count) / static_cast<double>(count - 1);
+      Tensor rm = o.running_mean, rv = o.running_var;  // handles to the caller's buffers
+      rm.mul_(1.0 - o.momentum).add_(m.detach().reshape({c}), o.momentum);
+      rv.mul_(1.0 - o.momentum).add_(v.detach().reshape({c}), o.momentum * unbias);
+    }
+    Tensor y = centered * rsqrt(v + o.eps);
+    if (o.weight.defined()) y = y * per_channel(o.weight, x.dim());
+    if (o.bias.defined()) y = y + per_channel(o.bias, x.dim());
+    return y;
+  }
+  m = per_channel(o.running_mean, x.dim());
+  v = per_channel(o.running_var, x.dim());
+  Tensor y = (x - m) * rsqrt(v + o.eps);
+  if (o.weight.defined()) y = y * per_channel(o.weight, x.dim());
+  if (o.bias.defined()) y = y + per_channel(o.bias, x.dim());
+  return y;
+}
+
 }  // namespace xg::nn::functional

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #include "xgrad/ops.hpp"
@@ -38,6 +39,26 @@ std::pair<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& residual
 /// How a loss reduces its per-element values: none, their mean, their sum; batchmean (kl_div only) divides
 /// the sum by the batch size, the mathematically correct KL divergence.
 enum class Reduction { none, mean, sum, batchmean };
+
+/// x / sqrt(mean(x^2 over the last dim) + eps) * weight (weight [C], may be undefined), as torch's
+/// rms_norm and Llama's RMSNorm; eps defaults to the dtype's machine epsilon, as in PyTorch.
+Tensor rms_norm(const Tensor& x, const Tensor& weight = {}, std::optional<double> eps = std::nullopt);
+/// Group normalisation of x [N, C, *]: channels in num_groups groups, each group of each sample normalised
+/// over its channels and positions, then weight [C] and bias [C] per channel (either may be undefined).
+Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight = {}, const Tensor& bias = {},
+                  double eps = 1e-5);
+/// Options for batch_norm, as in torch.nn.functional.batch_norm.
+struct BatchNormOptions {
+  Tensor running_mean, running_var;  // [C]; undefined: no running statistics (batch statistics always)
+  Tensor weight, bias;               // [C]; either may be undefined
+  bool training = false;             // normalise by the batch's statistics and update the running ones
+  double momentum = 0.1;             // running = (1 - momentum) running + momentum batch
+  double eps = 1e-5;
+};
+/// Batch normalisation of x [N, C, *] per channel C: in training by the batch's mean and biased variance
+/// over N and the positions, updating the running mean and the unbiased running variance in place (no
+/// gradient flows into them); in evaluation by the running statistics.
+Tensor batch_norm(const Tensor& x, const BatchNormOptions& options);
 
 /// Options for cross_entropy, as in torch.nn.functional.cross_entropy.
 struct CrossEntropyOptions {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,88 @@ class LayerNorm : public Module {
  private:
   void check_input(const Tensor& x) const;
   LayerNormOptions options_;
+};
+
+struct RMSNormOptions {
+  explicit RMSNormOptions(std::int64_t normalized_size) : size_(normalized_size) {}
+  std::int64_t size_;
+  XG_OPTION(std::optional<double>, eps) = std::nullopt;  // the dtype's machine epsilon, as in PyTorch
+  XG_OPTION(bool, elementwise_affine) = true;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// torch.nn.RMSNorm over the last dim: x / rms(x) * weight, weight [C] initialised to 1.
+class RMSNorm : public Module {
+ public:
+  explicit RMSNorm(const RMSNormOptions& options);
+  explicit RMSNorm(std::int64_t size) : RMSNorm(RMSNormOptions(size)) {}
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight;  // undefined without elementwise_affine
+
+ private:
+  RMSNormOptions options_;
+};
+
+struct GroupNormOptions {
+  GroupNormOptions(std::int64_t num_groups, std::int64_t num_channels) : groups_(num_groups), channels_(num_channels) {}
+  std::int64_t groups_, channels_;
+  XG_OPTION(double, eps) = 1e-5;
+  XG_OPTION(bool, affine) = true;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// torch.nn.GroupNorm: x [N, C, *], channels in groups normalised together; weight and bias [C].
+class GroupNorm : public Module {
+ public:
+  explicit GroupNorm(const GroupNormOptions& options);
+  GroupNorm(std::int64_t num_groups, std::int64_t num_channels) : GroupNorm(GroupNormOptions(num_groups, num_channels)) {}
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias;
+
+ private:
+  GroupNormOptions options_;
+};
+
+struct BatchNormOptions {
+  explicit BatchNormOptions(std::int64_t num_features) : features_(num_features) {}
+  std::int64_t features_;
+  XG_OPTION(double, eps) = 1e-5;
+  /// nullopt: the running statistics are the cumulative average of every batch, as momentum=None in PyTorch.
+  XG_OPTION(std::optional<double>, momentum) = 0.1;
+  XG_OPTION(bool, affine) = true;
+  XG_OPTION(bool, track_running_stats) = true;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// torch.nn.BatchNorm1d / BatchNorm2d: per-channel normalisation by the batch's statistics in training,
+/// by the running ones in eval. Parameters weight, bias and buffers running_mean, running_var,
+/// num_batches_tracked, named as PyTorch names them, so state_dicts load both ways.
+class BatchNorm : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ protected:
+  BatchNorm(std::string name, const BatchNormOptions& options, std::vector<std::int64_t> input_dims);
+
+ private:
+  BatchNormOptions options_;
+  std::vector<std::int64_t> input_dims_;
+};
+/// Input [N, C] or [N, C, L].
+class BatchNorm1d : public BatchNorm {
+ public:
+  explicit BatchNorm1d(const BatchNormOptions& options) : BatchNorm("BatchNorm1d", options, {2, 3}) {}
+  explicit BatchNorm1d(std::int64_t num_features) : BatchNorm1d(BatchNormOptions(num_features)) {}
+};
+/// Input [N, C, H, W].
+class BatchNorm2d : public BatchNorm {
+ public:
+  explicit BatchNorm2d(const BatchNormOptions& options) : BatchNorm("BatchNorm2d", options, {4}) {}
+  explicit BatchNorm2d(std::int64_t num_features) : BatchNorm2d(BatchNormOptions(num_features)) {}
 };
 
 struct EmbeddingOptions {
