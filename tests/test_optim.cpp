@@ -43,6 +43,18 @@ TEST_CASE("optimizers match torch.optim step for step", "[optim]") {
               {-0.004671715550068262, -0.9590573354011966, 1.409617013365725});
   check_close(run([](auto ps) { return optim::AdamW(ps, {.lr = 0.1, .weight_decay = 0.1, .amsgrad = true}); }),
               {-0.007599044468786703, -0.9534725716102118, 1.4105891845289438});
+  check_close(run([](auto ps) { return optim::RMSprop(ps, {.lr = 0.01}); }),
+              {0.19345618502688092, -1.2056618409392206, 1.6698541028646687});
+  check_close(run([](auto ps) {
+                return optim::RMSprop(ps, {.lr = 0.01, .alpha = 0.9, .weight_decay = 0.1, .momentum = 0.5, .centered = true});
+              }),
+              {0.3014375935851673, -1.304546815156271, 1.7950433671154695});
+  check_close(run([](auto ps) { return optim::Adagrad(ps, {.lr = 0.1}); }),
+              {0.19470943599137358, -1.206874648510726, 1.671151736175483});
+  check_close(run([](auto ps) {
+                return optim::Adagrad(ps, {.lr = 0.1, .lr_decay = 0.05, .weight_decay = 0.1, .initial_accumulator_value = 0.5});
+              }),
+              {0.2251381111571114, -1.2282560744775057, 1.700228669089514});
 }
 
 TEST_CASE("parameter groups have their own lr and weight decay", "[optim]") {
@@ -260,4 +272,38 @@ TEST_CASE("optimizers reject bad settings and parameters", "[optim]") {
   test::require_error([&] { optim::Adam(std::vector<Tensor>{p}, {.betas = {1.0, 0.9}}); }, {"Adam", "betas"});
   test::require_error([&] { optim::AdamW(std::vector<Tensor>{p, p}); }, {"appears twice"});
   test::require_error([&] { optim::SGD(std::vector<Tensor>{p * 2.0}); }, {"leaf"});
+}
+
+TEST_CASE("RMSprop and Adagrad resume to the same bits and refuse bad settings", "[optim]") {
+  auto params = [] { return std::vector<Tensor>{xg::tensor({0.5, -1.5, 2.0}, {3}, {xg::float64, true})}; };
+  auto steps = [](std::vector<Tensor>& ps, optim::Optimizer& opt, int n) {
+    for (int i = 0; i < n; ++i) {
+      opt.zero_grad();
+      xg::sum(xg::sin(ps[0]) * ps[0]).backward();
+      opt.step();
+    }
+  };
+  auto check = [&](auto make) {
+    auto ref = params();
+    auto ref_opt = make(ref);
+    steps(ref, ref_opt, 6);
+    auto a = params();
+    auto a_opt = make(a);
+    steps(a, a_opt, 3);
+    auto b = std::vector<Tensor>{a[0].detach().clone().requires_grad_()};
+    auto b_opt = make(b);
+    b_opt.load_state_dict(a_opt.state_dict());
+    steps(b, b_opt, 3);
+    CHECK(test::values(b[0]) == test::values(ref[0]));
+  };
+  check([](auto& ps) { return optim::RMSprop(ps, {.lr = 0.01, .momentum = 0.9, .centered = true}); });
+  check([](auto& ps) { return optim::Adagrad(ps, {.lr = 0.1, .lr_decay = 0.01, .initial_accumulator_value = 0.1}); });
+  Tensor p = xg::ones({2}, {xg::float64, true});
+  test::require_error([&] { optim::RMSprop(std::vector<Tensor>{p}, {.alpha = 1.5}); }, {"RMSprop", "alpha"});
+  test::require_error([&] { optim::Adagrad(std::vector<Tensor>{p}, {.eps = -1}); }, {"Adagrad", "eps"});
+  optim::RMSprop centered(std::vector<Tensor>{p}, {.centered = true});
+  test::require_error([&] {
+    centered.load_state_dict({{"group.0.lr", xg::scalar_tensor(0.01)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)},
+                              {"0.step", xg::scalar_tensor(1.0)}, {"0.square_avg", xg::zeros({2}, {xg::float64})}});
+  }, {"0.grad_avg is missing"});
 }

@@ -8,6 +8,7 @@
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
+#include "xgrad/kernel.hpp"
 #include "xgrad/ops.hpp"
 
 namespace xg::optim {
@@ -105,6 +106,21 @@ Tensor& Optimizer::buffer(const std::string& param, const std::string& key, cons
 }
 
 std::int64_t Optimizer::next_step(const std::string& param) { return ++steps_[param]; }
+
+void Optimizer::for_each_update(double grad_scale, const std::function<void(const Update&)>& update) {
+  check_grad_scale(grad_scale);
+  autograd::NoGradGuard ng;
+  for (const auto& group : groups_)
+    for (const auto& [name, p] : group.params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      XG_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype(),
+               "{}: the gradient of \"{}\" is {} {}, but the parameter is {} {}", name_, name, dtype_name(g.dtype()),
+               shape_str(g.shape()), dtype_name(p.dtype()), shape_str(p.shape()));
+      g = kernel::contiguous_data(g);
+      update({group, name, p, g, next_step(name)});
+    }
+}
 
 StateDict Optimizer::state_dict() const {
   StateDict out;

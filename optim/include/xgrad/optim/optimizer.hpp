@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -77,6 +78,18 @@ class Optimizer {
   const std::string& name() const { return name_; }
   /// Refuses a grad_scale that is negative or not finite.
   void check_grad_scale(double grad_scale) const;
+  /// One parameter's update: its group, its name, the parameter, its gradient (contiguous, of the
+  /// parameter's shape and dtype) and its step count, this step included.
+  struct Update {
+    const Group& group;
+    const std::string& name;
+    const Tensor& param;
+    const Tensor& grad;
+    std::int64_t step;
+  };
+  /// The loop every built-in update shares: checks grad_scale, turns grad mode off, and calls `update`
+  /// for each parameter that has a gradient, after incrementing its step count.
+  void for_each_update(double grad_scale, const std::function<void(const Update&)>& update);
   /// The buffers every parameter with a step count keeps ("exp_avg", ...), which load_state_dict requires
   /// all of and nothing else; nullopt (the default, for optimizers written by users): not checked.
   virtual std::optional<std::vector<std::string>> state_buffers() const { return std::nullopt; }
