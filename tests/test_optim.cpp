@@ -307,3 +307,41 @@ TEST_CASE("RMSprop and Adagrad resume to the same bits and refuse bad settings",
                               {"0.step", xg::scalar_tensor(1.0)}, {"0.square_avg", xg::zeros({2}, {xg::float64})}});
   }, {"0.grad_avg is missing"});
 }
+
+TEST_CASE("OneCycleLR follows torch's OneCycleLR (cycle_momentum=False)", "[optim]") {
+  // Reference: torch.optim.lr_scheduler.OneCycleLR(SGD(lr=0.1), max_lr=0.5, total_steps=20, cycle_momentum=False,
+  // ...) in PyTorch 1.13: the lr after each of 19 steps, the first at construction.
+  const std::vector<std::pair<optim::OneCycleOptions, std::vector<double>>> cases = {
+      {{}, {0.020000000000000018, 0.06583592135001265, 0.18583592135001265, 0.3341640786499874, 0.45416407864998737, 0.5,
+            0.49373200311754367, 0.47524231600673683, 0.445458088785525, 0.40587282697488153, 0.3584715008956504,
+            0.30563101096814466, 0.250001, 0.19437098903185537, 0.14153049910434962, 0.09412917302511849,
+            0.05454391121447502, 0.024759683993263143, 0.006269996882456277, 2e-06}},
+      {{.pct_start = 0.25, .cos_anneal = false, .div_factor = 10, .final_div_factor = 100},
+       {0.05, 0.1625, 0.275, 0.3875, 0.5, 0.4667, 0.4334, 0.4001, 0.3668, 0.3335, 0.3002, 0.2669, 0.23360000000000003,
+        0.20030000000000003, 0.16700000000000004, 0.13370000000000004, 0.10039999999999999, 0.06709999999999999, 0.0338,
+        0.0005000000000000004}},
+      {{.three_phase = true},
+       {0.020000000000000018, 0.06583592135001265, 0.18583592135001265, 0.3341640786499874, 0.45416407864998737, 0.5,
+        0.45416407864998737, 0.3341640786499874, 0.18583592135001262, 0.06583592135001264, 0.02, 0.019396986515238298,
+        0.01766067838674666, 0.015000500000000002, 0.01173730812849164, 0.008264691871508365, 0.005001500000000003,
+        0.00234132161325334, 0.0006050134847617028, 2e-06}},
+  };
+  for (const auto& [options, want] : cases) {
+    Tensor p = xg::zeros({1}, {xg::float64, true});
+    optim::SGD opt(std::vector<Tensor>{p}, {.lr = 0.1});
+    optim::OneCycleLR sched(opt, 0.5, 20, options);
+    std::vector<double> got = {opt.lr()};
+    for (int i = 0; i < 19; ++i) {
+      sched.step();
+      got.push_back(opt.lr());
+    }
+    check_close(got, want);
+  }
+  Tensor p = xg::zeros({1}, {xg::float64, true});
+  optim::SGD opt(std::vector<Tensor>{p});
+  optim::OneCycleLR sched(opt, 0.5, 2);
+  sched.step();
+  sched.step();
+  test::require_error([&] { sched.step(); }, {"OneCycleLR", "stepped 3 times", "total_steps is 2"});
+  test::require_error([&] { optim::OneCycleLR(opt, -1, 10); }, {"max_lr"});
+}

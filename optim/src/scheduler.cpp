@@ -1,5 +1,6 @@
 #include "xgrad/optim/scheduler.hpp"
 
+#include <array>
 #include <charconv>
 #include <cmath>
 
@@ -80,6 +81,41 @@ double CosineWarmupLR::lr_at(std::int64_t step, double base) const {
   if (step > decay_) return min_lr_;
   double ratio = static_cast<double>(step - warmup_) / static_cast<double>(decay_ - warmup_);
   return min_lr_ + 0.5 * (1.0 + std::cos(M_PI * ratio)) * (base - min_lr_);
+}
+
+OneCycleLR::OneCycleLR(Optimizer& opt, double max_lr, std::int64_t total_steps, OneCycleOptions o)
+    : LRScheduler(opt), max_lr_(max_lr), total_(total_steps), o_(o) {
+  XG_CHECK(max_lr > 0 && std::isfinite(max_lr), "OneCycleLR: max_lr must be finite and positive, got {}", max_lr);
+  XG_CHECK(total_steps > 0, "OneCycleLR: total_steps must be positive, got {}", total_steps);
+  XG_CHECK(o.pct_start >= 0 && o.pct_start <= 1, "OneCycleLR: pct_start must be in [0, 1], got {}", o.pct_start);
+  XG_CHECK(o.div_factor > 0 && std::isfinite(o.div_factor) && o.final_div_factor > 0 && std::isfinite(o.final_div_factor),
+           "OneCycleLR: div_factor and final_div_factor must be finite and positive, got {} and {}", o.div_factor,
+           o.final_div_factor);
+  apply();
+}
+double OneCycleLR::lr_at(std::int64_t step, double) const {
+  XG_CHECK(step <= total_, "OneCycleLR: stepped {} times, but total_steps is {}", step, total_);
+  const double initial = max_lr_ / o_.div_factor, last = initial / o_.final_div_factor;
+  const double up_end = o_.pct_start * static_cast<double>(total_) - 1;
+  // Phases as PyTorch lays them out: (end step, start lr, end lr).
+  std::vector<std::array<double, 3>> phases;
+  if (o_.three_phase) {
+    phases = {{up_end, initial, max_lr_}, {2 * o_.pct_start * static_cast<double>(total_) - 2, max_lr_, initial},
+              {static_cast<double>(total_) - 1, initial, last}};
+  } else {
+    phases = {{up_end, initial, max_lr_}, {static_cast<double>(total_) - 1, max_lr_, last}};
+  }
+  double start = 0;
+  const double s = static_cast<double>(step);
+  for (std::size_t i = 0; i < phases.size(); ++i) {
+    const auto [end, from, to] = phases[i];
+    if (s <= end || i + 1 == phases.size()) {
+      const double pct = (s - start) / (end - start);
+      return o_.cos_anneal ? to + (from - to) / 2.0 * (std::cos(M_PI * pct) + 1) : (to - from) * pct + from;
+    }
+    start = end;
+  }
+  return last;
 }
 
 LambdaLR::LambdaLR(Optimizer& opt, std::function<double(std::int64_t)> factor) : LRScheduler(opt), factor_(std::move(factor)) {

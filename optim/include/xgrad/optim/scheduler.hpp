@@ -71,6 +71,29 @@ class CosineWarmupLR : public LRScheduler {
   double min_lr_;
 };
 
+/// Options for OneCycleLR, as torch.optim.lr_scheduler.OneCycleLR names them.
+struct OneCycleOptions {
+  double pct_start = 0.3;          // the share of the steps spent rising to max_lr
+  bool cos_anneal = true;          // cosine annealing between the phases' ends (false: linear)
+  double div_factor = 25.0;        // the first lr is max_lr / div_factor
+  double final_div_factor = 1e4;   // the last lr is the first / final_div_factor
+  bool three_phase = false;        // rise, fall back to the first lr, then anneal to the last
+};
+
+/// The one-cycle policy (Smith and Topin, as torch's OneCycleLR with cycle_momentum=False): every group's
+/// learning rate rises from max_lr / div_factor to max_lr over pct_start of total_steps, then anneals to
+/// the first lr / final_div_factor at the last step. Stepping past total_steps is an error, as in PyTorch.
+class OneCycleLR : public LRScheduler {
+ public:
+  OneCycleLR(Optimizer& opt, double max_lr, std::int64_t total_steps, OneCycleOptions options = {});
+  double lr_at(std::int64_t step, double base) const override;
+
+ private:
+  double max_lr_;
+  std::int64_t total_;
+  OneCycleOptions o_;
+};
+
 /// base * factor(step).
 class LambdaLR : public LRScheduler {
  public:
