@@ -345,3 +345,68 @@ TEST_CASE("OneCycleLR follows torch's OneCycleLR (cycle_momentum=False)", "[opti
   test::require_error([&] { sched.step(); }, {"OneCycleLR", "stepped 3 times", "total_steps is 2"});
   test::require_error([&] { optim::OneCycleLR(opt, -1, 10); }, {"max_lr"});
 }
+
+TEST_CASE("LBFGS follows torch.optim.LBFGS, with a fixed step and with strong Wolfe", "[optim]") {
+  auto rosen = [](const Tensor& p) {
+    Tensor x = p.select(0, 0), y = p.select(0, 1);
+    return (1.0 - x) * (1.0 - x) + 100.0 * (y - x * x) * (y - x * x);
+  };
+  // Three step() calls each; the first loss of each and the parameters after it. References: the same loop with
+  // torch.optim.LBFGS in PyTorch 1.13, float64.
+  auto check = [](const std::function<Tensor(const Tensor&)>& f, std::vector<double> start, optim::LBFGSOptions o,
+                  const std::vector<std::vector<double>>& want) {
+    Tensor p = xg::tensor(start, {static_cast<std::int64_t>(start.size())}, {xg::float64, true});
+    optim::LBFGS opt(std::vector<Tensor>{p}, o);
+    auto closure = [&] {
+      opt.zero_grad();
+      Tensor l = f(p);
+      l.backward();
+      return l.item();
+    };
+    for (const auto& w : want) {
+      // The same operations in the same order as PyTorch, up to the dot products' summation order.
+      CHECK(opt.step(closure) == Approx(w[0]).epsilon(1e-9).margin(1e-14));
+      for (std::size_t i = 0; i < start.size(); ++i) CHECK(test::values(p)[i] == Approx(w[i + 1]).epsilon(1e-9));
+    }
+  };
+  // A fixed step (lr 0.5), 10 iterations per step over a history of 4: the history's oldest pairs drop out.
+  // LBFGS(lr=0.5, max_iter=10, history_size=4) on sum(w (p - 1)^2) + 0.1 sum(p^4) + 0.3 p0 p1.
+  check([](const Tensor& p) {
+          Tensor w = xg::tensor({1.0, 2.0, 5.0, 0.5}, {4}, {xg::float64});
+          return xg::sum(w * (p - 1.0) * (p - 1.0)) + 0.1 * xg::sum(p * p * p * p) + 0.3 * p.select(0, 0) * p.select(0, 1);
+        },
+        {0.5, -1.5, 2.0, 3.0}, {.lr = 0.5, .max_iter = 10, .history_size = 4},
+        {{29.737499999999997, 0.7749040104678184, 0.8703595452640984, 0.9671594676150572, 0.8323482601525066},
+         {0.534997302781751, 0.7754935504153602, 0.8748718892800597, 0.9641457977255822, 0.7973017971747862},
+         {0.533797810481972, 0.7754935504153602, 0.8748718892800597, 0.9641457977255822, 0.7973017971747862}});
+  // Strong Wolfe on Rosenbrock's function from (-1.5, 2): LBFGS(lr=1, max_iter=20, history_size=10,
+  // line_search_fn="strong_wolfe").
+  check(rosen, {-1.5, 2.0}, {.max_iter = 20, .history_size = 10, .strong_wolfe = true},
+        {{12.5, -0.08523120550524242, -0.02882464531631397},
+         {1.3079683882673427, 0.9997609786712734, 0.9995387882216061},
+         {8.526705732565528e-08, 0.9999834179208867, 0.9999669023996953}});
+  // Resumed from its state_dict, it takes the steps the original would.
+  Tensor a = xg::tensor({-1.5, 2.0}, {2}, {xg::float64, true}), b = a.detach().clone().requires_grad_();
+  optim::LBFGS oa(std::vector<Tensor>{a}, {.max_iter = 4, .strong_wolfe = true});
+  auto closure_of = [&](Tensor& p, optim::LBFGS& o) {
+    return [&] {
+      o.zero_grad();
+      Tensor l = rosen(p);
+      l.backward();
+      return l.item();
+    };
+  };
+  oa.step(closure_of(a, oa));
+  optim::LBFGS ob(std::vector<Tensor>{b}, {.max_iter = 4, .strong_wolfe = true});
+  {
+    xg::autograd::NoGradGuard ng;
+    b.copy_(a);
+  }
+  ob.load_state_dict(oa.state_dict());
+  oa.step(closure_of(a, oa));
+  ob.step(closure_of(b, ob));
+  CHECK(test::values(a) == test::values(b));
+  test::require_error([&] { oa.step(); }, {"LBFGS", "closure"});
+  test::require_error([&] { ob.load_state_dict({{"group.0.lr", xg::scalar_tensor(1.0)}, {"group.0.weight_decay", xg::scalar_tensor(0.0)}}); },
+                      {"lbfgs.n_iter is missing"});
+}

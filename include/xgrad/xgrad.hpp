@@ -19,6 +19,7 @@
 #include "xgrad/optim/adagrad.hpp"
 #include "xgrad/optim/adam.hpp"
 #include "xgrad/optim/clip.hpp"
+#include "xgrad/optim/lbfgs.hpp"
 #include "xgrad/optim/optimizer.hpp"
 #include "xgrad/optim/rmsprop.hpp"
 #include "xgrad/optim/scheduler.hpp"
