@@ -176,6 +176,13 @@ const std::vector<OpCase>& cases() {
       {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},
       {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::none}); }, {{5, 4}}},
       {"cross_entropy 3-d", [](auto& v) { return F::cross_entropy(v[0], ids()); }, {{2, 3, 5}}},
+      // ---- cumsum, pad, topk ----
+      {"cumsum dim 1", [](auto& v) { return xg::cumsum(v[0], 1); }, {{3, 4}}},
+      {"cumsum dim 0, 3-d", [](auto& v) { return xg::cumsum(v[0], 0); }, {{3, 2, 2}}},
+      {"pad last two dims", [](auto& v) { return xg::pad(v[0], {1, 2, 0, 1}, 0.5); }, {{2, 3, 4}}},
+      {"pad cropping", [](auto& v) { return xg::pad(v[0], {-1, 2}); }, {{3, 4}}},
+      {"topk largest", [](auto& v) { return xg::topk(v[0], 2, 1).first; }, {{3, 5}}},
+      {"topk smallest dim 0", [](auto& v) { return xg::topk(v[0], 3, 0, false).first; }, {{4, 2}}},
       // ---- normalisation written with other ops ----
       {"rms_norm", [](auto& v) { return F::rms_norm(v[0], v[1], 1e-6); }, {{2, 3, 4}, {4}}},
       {"rms_norm no weight, default eps", [](auto& v) { return F::rms_norm(v[0]); }, {{3, 5}}},

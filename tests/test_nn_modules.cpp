@@ -49,6 +49,15 @@ TEST_CASE("every module passes gradcheck and gradgradcheck in float64", "[nn]") 
       .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(5, 2).dtype(xg::float64)));
   seq->eval();  // dropout off
   check_module(*seq, test::uniform({4, 3}, -1, 1, 6), [&](const Tensor& x) { return seq->forward(x); });
+  auto acts = std::make_shared<nn::Sequential>();
+  acts->push_back(std::make_shared<nn::Flatten>())
+      .push_back(std::make_shared<nn::Linear>(nn::LinearOptions(6, 5).dtype(xg::float64)))
+      .push_back(std::make_shared<nn::Tanh>())
+      .push_back(std::make_shared<nn::SiLU>())
+      .push_back(std::make_shared<nn::Sigmoid>())
+      .push_back(std::make_shared<nn::ReLU>());
+  check_module(*acts, test::uniform({4, 2, 3}, -1, 1, 10), [&](const Tensor& x) { return acts->forward(x); });
+  CHECK(acts->to_string().find("(0): Flatten(start_dim=1, end_dim=-1)") != std::string::npos);
   nn::RMSNorm rms(nn::RMSNormOptions(4).eps(1e-6).dtype(xg::float64));
   check_module(rms, test::uniform({2, 3, 4}, -1, 1, 11), [&](const Tensor& x) { return rms.forward(x); });
   nn::GroupNorm gn(nn::GroupNormOptions(2, 4).dtype(xg::float64));

@@ -1,6 +1,9 @@
 // Tensor state: creation, dtypes, views, random numbers, printing.
 #include <sstream>
 
+#include <algorithm>
+#include <set>
+
 #include "helpers.hpp"
 
 using xg::Tensor;
@@ -94,4 +97,44 @@ TEST_CASE("printing looks like PyTorch and names the grad_fn", "[tensor]") {
   std::string big = xg::to_string(xg::arange(2000.0));
   CHECK(big.find("...") != std::string::npos);
   CHECK(big.size() < 200);
+}
+
+TEST_CASE("linspace, randperm, one_hot, topk, cumsum and pad give PyTorch's values", "[tensor]") {
+  CHECK(test::values(xg::linspace(0, 1, 5, {xg::float64})) == std::vector<double>{0, 0.25, 0.5, 0.75, 1});
+  CHECK(test::values(xg::linspace(-1, 1, 1, {xg::float64})) == std::vector<double>{-1});
+  CHECK(xg::linspace(0.1, 0.7, 7, {xg::float64}).to_vector<double>().back() == 0.7);  // the end exactly
+  CHECK(xg::linspace(0, 1, 0).numel() == 0);
+  // randperm: a permutation, reproducible from a seed, and every order possible (all 6 of 3 elements appear).
+  xg::Generator gen(3);
+  std::set<std::vector<std::int64_t>> seen;
+  for (int i = 0; i < 200; ++i) {
+    auto p = xg::randperm(3, &gen).to_vector<std::int64_t>();
+    auto sorted = p;
+    std::sort(sorted.begin(), sorted.end());
+    REQUIRE(sorted == std::vector<std::int64_t>{0, 1, 2});
+    seen.insert(p);
+  }
+  CHECK(seen.size() == 6);
+  xg::Generator g1(9), g2(9);
+  CHECK(xg::randperm(50, &g1).to_vector<std::int64_t>() == xg::randperm(50, &g2).to_vector<std::int64_t>());
+  Tensor oh = xg::one_hot(xg::index_tensor({2, 0, 1}, {3}), 4);
+  CHECK(oh.dtype() == xg::int64);
+  CHECK(oh.shape() == xg::Shape{3, 4});
+  CHECK(oh.to_vector<std::int64_t>() == std::vector<std::int64_t>{0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0});
+  CHECK(xg::one_hot(xg::index_tensor({1, 3})).shape() == xg::Shape{2, 4});
+  auto [v, i] = xg::topk(xg::tensor({1.0, 5.0, 3.0, 5.0, -2.0}, {}, {xg::float64}), 3);
+  CHECK(test::values(v) == std::vector<double>{5, 5, 3});
+  CHECK(i.to_vector<std::int64_t>() == std::vector<std::int64_t>{1, 3, 2});  // ties: the lower index first
+  auto [vs, is] = xg::topk(xg::tensor({1.0, 5.0, 3.0, 4.0}, {2, 2}, {xg::float64}), 1, 0, false);
+  CHECK(test::values(vs) == std::vector<double>{1, 4});
+  CHECK(is.to_vector<std::int64_t>() == std::vector<std::int64_t>{0, 1});
+  CHECK(test::values(xg::cumsum(xg::tensor({1.0, 2.0, 3.0, 4.0}, {2, 2}, {xg::float64}), 0)) == std::vector<double>{1, 2, 4, 6});
+  CHECK(xg::cumsum(xg::index_tensor({1, 2, 3}), 0).to_vector<std::int64_t>() == std::vector<std::int64_t>{1, 3, 6});
+  CHECK(test::values(xg::pad(xg::tensor({1.0, 2.0}, {}, {xg::float64}), {1, 2}, 9)) == std::vector<double>{9, 1, 2, 9, 9});
+  CHECK(xg::pad(xg::zeros({2, 3}), {1, 1, 2, 0}).shape() == xg::Shape{4, 5});
+  test::require_error([] { xg::one_hot(xg::index_tensor({4}), 3); }, {"one_hot", "out of range for 3 classes"});
+  test::require_error([] { xg::topk(xg::zeros({3}), 4); }, {"topk", "k = 4"});
+  test::require_error([] { xg::pad(xg::zeros({3}), {1}); }, {"pad", "pairs"});
+  test::require_error([] { xg::pad(xg::zeros({3}), {-2, -2}); }, {"leaves nothing"});
+  test::require_error([] { xg::randperm(-1); }, {"randperm"});
 }

@@ -63,6 +63,24 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
 }
 Tensor arange(double end, TensorOptions o) { return arange(0.0, end, 1.0, o); }
 
+Tensor linspace(double start, double end, std::int64_t steps, TensorOptions o) {
+  XG_CHECK(steps >= 0, "linspace: steps must be >= 0, got {}", steps);
+  XG_CHECK(std::isfinite(start) && std::isfinite(end), "linspace: bounds must be finite, got {} and {}", start, end);
+  bool rg = o.requires_grad;
+  o.requires_grad = false;
+  Tensor t = empty({steps}, o);
+  const double step = steps > 1 ? (end - start) / static_cast<double>(steps - 1) : 0.0;
+  dispatch_all(o.dtype, [&]<class T>() {
+    T* p = ptr<T>(t);
+    // The second half counts back from the end, as torch.linspace does, so the last value is end exactly.
+    for (std::int64_t i = 0; i < steps; ++i)
+      p[i] = convert_value<T>(i < steps / 2 || steps == 1 ? start + step * static_cast<double>(i)
+                                            : end - step * static_cast<double>(steps - 1 - i), "linspace");
+  });
+  if (rg) t.requires_grad_(true);
+  return t;
+}
+
 Tensor eye(std::int64_t n, TensorOptions o) { return eye(n, n, o); }
 Tensor eye(std::int64_t n, std::int64_t m, TensorOptions o) {
   XG_CHECK(n >= 0 && m >= 0, "eye: n and m must be non-negative, got {} and {}", n, m);

@@ -99,6 +99,26 @@ Tensor rand(const Shape& shape, TensorOptions o, Generator* gen) {
 Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
   return random_tensor(shape, o, gen, "randn", [](Generator& g) { return g.normal(); });
 }
+Tensor randperm(std::int64_t n, Generator* gen) {
+  XG_CHECK(n >= 0, "randperm: n must be >= 0, got {}", n);
+  Tensor t = arange(0.0, static_cast<double>(n), 1.0, {DType::int64});
+  std::unique_lock<std::mutex> lock;
+  if (!gen) {
+    lock = std::unique_lock(gen_mutex());
+    gen = &default_generator();
+  }
+  auto* p = ptr<std::int64_t>(t);
+  for (std::int64_t i = n - 1; i > 0; --i) {
+    // An index uniform in [0, i] without modulo bias: draws past the largest multiple of i + 1 are redrawn.
+    const std::uint64_t range = static_cast<std::uint64_t>(i) + 1, limit = UINT64_MAX - UINT64_MAX % range;
+    std::uint64_t r;
+    do r = gen->next_u64();
+    while (r >= limit);
+    std::swap(p[i], p[static_cast<std::int64_t>(r % range)]);
+  }
+  return t;
+}
+
 Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Generator* gen) {
   XG_CHECK(high > low, "randint: empty range [{}, {})", low, high);
   Tensor t = empty(shape, {DType::int64});

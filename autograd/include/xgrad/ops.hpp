@@ -132,6 +132,18 @@ Tensor index_add(const Tensor& x, std::int64_t dim, const Tensor& index, const T
 Tensor gather(const Tensor& x, std::int64_t dim, const Tensor& index);
 /// A copy of x with src added at the positions index names along dim (gather's backward).
 Tensor scatter_add(const Tensor& x, std::int64_t dim, const Tensor& index, const Tensor& src);
+/// int64 indices [...] as one-hot rows [..., num_classes] (int64, like torch.nn.functional.one_hot); no
+/// gradient. num_classes -1: the largest index + 1.
+Tensor one_hot(const Tensor& indices, std::int64_t num_classes = -1);
+/// The k largest (or smallest) values along dim and their indices, in order; the values are differentiable
+/// (the gradient goes to the positions they came from).
+std::pair<Tensor, Tensor> topk(const Tensor& x, std::int64_t k, std::int64_t dim = -1, bool largest = true);
+
+/// Running sums along dim: out[i] = x[0] + ... + x[i].
+Tensor cumsum(const Tensor& x, std::int64_t dim);
+/// Constant padding as torch.nn.functional.pad: pads holds (before, after) pairs starting from the last
+/// dim, {left, right, top, bottom, ...}; negative amounts crop.
+Tensor pad(const Tensor& x, const std::vector<std::int64_t>& pads, double value = 0.0);
 
 // ---- operators ----
 Tensor operator+(const Tensor& a, const Tensor& b);

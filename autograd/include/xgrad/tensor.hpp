@@ -206,6 +206,8 @@ Tensor arange(double end, TensorOptions options = {});
 Tensor eye(std::int64_t n, TensorOptions options = {});
 /// n x m: ones on the main diagonal.
 Tensor eye(std::int64_t n, std::int64_t m, TensorOptions options = {});
+/// `steps` values evenly spaced from start to end, both included (like torch.linspace).
+Tensor linspace(double start, double end, std::int64_t steps, TensorOptions options = {});
 /// Copies values into a new tensor of the given shape (1-D with the values' length if shape is empty).
 Tensor tensor(const std::vector<double>& values, const Shape& shape = {}, TensorOptions options = {});
 Tensor tensor(const std::vector<float>& values, const Shape& shape = {}, TensorOptions options = {});
@@ -245,6 +247,8 @@ Tensor rand(const Shape& shape, TensorOptions options = {}, Generator* gen = nul
 Tensor randn(const Shape& shape, TensorOptions options = {}, Generator* gen = nullptr);
 /// Uniform integers in [low, high), int64.
 Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Generator* gen = nullptr);
+/// A random permutation of 0 .. n-1 (int64), uniform over all n! orders (Fisher-Yates).
+Tensor randperm(std::int64_t n, Generator* gen = nullptr);
 
 /// PyTorch-like text: values, shape, dtype and grad_fn.
 std::string to_string(const Tensor& t);

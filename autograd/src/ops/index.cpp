@@ -1,6 +1,7 @@
 // Indexing ops: index_select / index_add (embedding lookup and its gradient), gather / scatter_add.
 // Each pair is the other's backward rule.
 #include <algorithm>
+#include <numeric>
 
 #include "../internal.hpp"
 
@@ -204,6 +205,60 @@ Tensor kernel::gather_backward(const Tensor& g, const Shape& xs, std::int64_t d,
   return record("gather_backward", {g}, out, [d, si = Saved(index)](const Tensor& gg) {
     return Grads{gather(gg, d, si.get())};  // the adjoint of scattering is gathering
   });
+}
+
+
+// ---- one_hot, topk --------------------------------------------------------------------------------------
+
+Tensor one_hot(const Tensor& indices, std::int64_t num_classes) {
+  check_index(indices, "one_hot");
+  const auto ids = contiguous_data(indices).to_vector<std::int64_t>();
+  std::int64_t top = -1;
+  for (auto i : ids) {
+    XG_CHECK(i >= 0, "one_hot: index {} is negative", i);
+    top = std::max(top, i);
+  }
+  if (num_classes == -1) num_classes = top + 1;
+  XG_CHECK(num_classes >= 0 && top < num_classes, "one_hot: index {} is out of range for {} classes", top, num_classes);
+  Shape shape = indices.shape();
+  shape.push_back(num_classes);
+  Tensor out = zeros(shape, {DType::int64});
+  auto* p = ptr<std::int64_t>(out);
+  for (std::size_t r = 0; r < ids.size(); ++r) p[static_cast<std::int64_t>(r) * num_classes + ids[r]] = 1;
+  return out;
+}
+
+std::pair<Tensor, Tensor> topk(const Tensor& x, std::int64_t k, std::int64_t dim, bool largest) {
+  XG_CHECK(x.dim() >= 1, "topk: needs a tensor with at least one dim, got a 0-d tensor");
+  const std::int64_t d = wrap_dim(dim, x.dim(), "topk", x.shape());
+  const std::int64_t n = x.shape()[d];
+  XG_CHECK(k >= 0 && k <= n, "topk: k = {} is out of range for a dim of size {} (input {})", k, n, shape_str(x.shape()));
+  // Rows along dim, last: each row's k best positions, ties to the lower index (a stable order).
+  const Tensor rows = transpose(x.detach(), d, -1).contiguous();
+  const std::int64_t count = n == 0 ? 0 : rows.numel() / n;
+  Shape idx_shape = rows.shape();
+  idx_shape.back() = k;
+  Tensor idx = empty(idx_shape, {DType::int64});
+  auto* pi = ptr<std::int64_t>(idx);
+  dispatch_all(x.dtype(), [&]<class T>() {
+    const T* pr = ptr<T>(rows);
+    std::vector<std::int64_t> order(static_cast<std::size_t>(n));
+    for (std::int64_t r = 0; r < count; ++r) {
+      const T* row = pr + r * n;
+      std::iota(order.begin(), order.end(), 0);
+      auto better = [&](std::int64_t a, std::int64_t b) {
+        // NaN counts as the largest value, as in PyTorch.
+        const bool na = row[a] != row[a], nb = row[b] != row[b];
+        if (na || nb) return largest ? (na && !nb) : (!na && nb);
+        return largest ? row[a] > row[b] : row[a] < row[b];
+      };
+      std::partial_sort(order.begin(), order.begin() + k, order.end(),
+                        [&](std::int64_t a, std::int64_t b) { return better(a, b) || (!better(b, a) && a < b); });
+      std::copy(order.begin(), order.begin() + k, pi + r * k);
+    }
+  });
+  Tensor indices = transpose(idx, d, -1).contiguous();
+  return {gather(x, d, indices), indices};
 }
 
 }  // namespace xg

@@ -218,4 +218,29 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   return reshape(sum(x, dims, true), shape);
 }
 
+
+// ---- cumsum ----------------------------------------------------------------------------------------------
+
+Tensor cumsum(const Tensor& x, std::int64_t dim) {
+  const std::int64_t d = wrap_dim(dim, x.dim(), "cumsum", x.shape());
+  if (x.dim() == 0) return x * 1.0;
+  const std::int64_t n = x.shape()[d];
+  // Along dim as the last axis of a copy (clone: contiguous() would alias x when dim is already last): each
+  // row a running sum.
+  Tensor rows = transpose(x.detach(), d, -1).clone();
+  dispatch_all(x.dtype(), [&]<class T>() {
+    T* p = ptr<T>(rows);
+    const std::int64_t count = n == 0 ? 0 : rows.numel() / n;
+    parallel_for(count, row_grain(n), [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t r = b; r < e; ++r)
+        for (std::int64_t i = 1; i < n; ++i) p[r * n + i] += p[r * n + i - 1];
+    });
+  });
+  Tensor out = transpose(rows, d, -1).contiguous();
+  return record("cumsum", {x}, out, [d](const Tensor& g) {
+    // d out[j] / d x[i] = 1 for j >= i: the gradient is the sum of g from i on, = total - cumsum(g) + g.
+    return Grads{sum(g, {d}, true) - cumsum(g, d) + g};
+  });
+}
+
 }  // namespace xg

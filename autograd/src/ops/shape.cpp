@@ -394,4 +394,41 @@ Tensor Tensor::sum(const Shape& dims, bool keepdim) const { return xg::sum(*this
 Tensor Tensor::mean() const { return xg::mean(*this); }
 Tensor Tensor::mean(const Shape& dims, bool keepdim) const { return xg::mean(*this, dims, keepdim); }
 
+
+// ---- pad -------------------------------------------------------------------------------------------------
+
+Tensor pad(const Tensor& x, const std::vector<std::int64_t>& pads, double value) {
+  XG_CHECK(pads.size() % 2 == 0 && static_cast<std::int64_t>(pads.size()) <= 2 * x.dim(),
+           "pad: {} amounts for a tensor of {} dims; give (before, after) pairs from the last dim, at most {}",
+           pads.size(), x.dim(), 2 * x.dim());
+  Tensor y = x;
+  for (std::size_t i = 0; i < pads.size() / 2; ++i) {
+    const std::int64_t d = x.dim() - 1 - static_cast<std::int64_t>(i);
+    std::int64_t before = pads[2 * i], after = pads[2 * i + 1];
+    // Negative amounts crop; what is left must not be negative.
+    const std::int64_t size = y.shape()[d];
+    XG_CHECK(size + std::min<std::int64_t>(before, 0) + std::min<std::int64_t>(after, 0) >= 0,
+             "pad: cropping {} and {} from dim {} of size {} leaves nothing", before, after, d, size);
+    if (before < 0 || after < 0) {
+      const std::int64_t start = before < 0 ? -before : 0, stop = size - (after < 0 ? -after : 0);
+      y = narrow(y, d, start, stop - start);
+      before = std::max<std::int64_t>(before, 0), after = std::max<std::int64_t>(after, 0);
+    }
+    if (before == 0 && after == 0) continue;
+    std::vector<Tensor> parts;
+    Shape s = y.shape();
+    if (before > 0) {
+      s[static_cast<std::size_t>(d)] = before;
+      parts.push_back(full(s, value, {y.dtype()}));
+    }
+    parts.push_back(y);
+    if (after > 0) {
+      s[static_cast<std::size_t>(d)] = after;
+      parts.push_back(full(s, value, {y.dtype()}));
+    }
+    y = cat(parts, d);
+  }
+  return y;
+}
+
 }  // namespace xg

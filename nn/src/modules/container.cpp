@@ -7,6 +7,8 @@
 
 namespace xg::nn {
 
+std::string Flatten::extra_repr() const { return fmt::format("start_dim={}, end_dim={}", start_, end_); }
+
 Sequential& Sequential::push_back(std::shared_ptr<Module> m) {
   add_module(std::to_string(children().size()), std::move(m));
   return *this;

@@ -173,6 +173,41 @@ class GELU : public Module {
   bool approx_;
 };
 
+/// max(x, 0).
+class ReLU : public Module {
+ public:
+  ReLU() : Module("ReLU") {}
+  Tensor forward(const Tensor& x) override { return relu(x); }
+};
+/// tanh(x).
+class Tanh : public Module {
+ public:
+  Tanh() : Module("Tanh") {}
+  Tensor forward(const Tensor& x) override { return tanh(x); }
+};
+/// 1 / (1 + exp(-x)).
+class Sigmoid : public Module {
+ public:
+  Sigmoid() : Module("Sigmoid") {}
+  Tensor forward(const Tensor& x) override { return sigmoid(x); }
+};
+/// x sigmoid(x) (swish).
+class SiLU : public Module {
+ public:
+  SiLU() : Module("SiLU") {}
+  Tensor forward(const Tensor& x) override { return silu(x); }
+};
+/// Flattens dims start_dim .. end_dim into one (by default all but the batch dim), as torch.nn.Flatten.
+class Flatten : public Module {
+ public:
+  explicit Flatten(std::int64_t start_dim = 1, std::int64_t end_dim = -1) : Module("Flatten"), start_(start_dim), end_(end_dim) {}
+  Tensor forward(const Tensor& x) override { return flatten(x, start_, end_); }
+  std::string extra_repr() const override;
+
+ private:
+  std::int64_t start_, end_;
+};
+
 /// Runs its modules one after another.
 class Sequential : public Module {
  public:
