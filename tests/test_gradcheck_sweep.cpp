@@ -176,6 +176,8 @@ const std::vector<OpCase>& cases() {
       {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},
       {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::none}); }, {{5, 4}}},
       {"cross_entropy 3-d", [](auto& v) { return F::cross_entropy(v[0], ids()); }, {{2, 3, 5}}},
+      // ---- rotary embeddings: x, cos and sin all differentiable ----
+      {"apply_rotary_emb", [](auto& v) { return F::apply_rotary_emb(v[0], v[1], v[2]); }, {{2, 3, 4}, {3, 4}, {3, 4}}},
       // ---- cumsum, pad, topk ----
       {"cumsum dim 1", [](auto& v) { return xg::cumsum(v[0], 1); }, {{3, 4}}},
       {"cumsum dim 0, 3-d", [](auto& v) { return xg::cumsum(v[0], 0); }, {{3, 2, 2}}},

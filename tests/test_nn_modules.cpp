@@ -58,6 +58,10 @@ TEST_CASE("every module passes gradcheck and gradgradcheck in float64", "[nn]") 
       .push_back(std::make_shared<nn::ReLU>());
   check_module(*acts, test::uniform({4, 2, 3}, -1, 1, 10), [&](const Tensor& x) { return acts->forward(x); });
   CHECK(acts->to_string().find("(0): Flatten(start_dim=1, end_dim=-1)") != std::string::npos);
+  nn::SwiGLU swiglu(nn::SwiGLUOptions(4, 6).dtype(xg::float64));
+  check_module(swiglu, test::uniform({2, 3, 4}, -1, 1, 16), [&](const Tensor& x) { return swiglu.forward(x); });
+  nn::MultiHeadAttention gqa(nn::MultiHeadAttentionOptions(8, 4).n_kv_heads(2).rope(true).causal(true).dtype(xg::float64));
+  check_module(gqa, test::uniform({2, 3, 8}, -1, 1, 17), [&](const Tensor& x) { return gqa.forward(x); });
   nn::RMSNorm rms(nn::RMSNormOptions(4).eps(1e-6).dtype(xg::float64));
   check_module(rms, test::uniform({2, 3, 4}, -1, 1, 11), [&](const Tensor& x) { return rms.forward(x); });
   nn::GroupNorm gn(nn::GroupNormOptions(2, 4).dtype(xg::float64));
@@ -372,4 +376,62 @@ TEST_CASE("batch norm keeps PyTorch's running statistics and state_dict names", 
   test::require_error([&] { one.forward(xg::zeros({1, 2})); }, {"more than one value per channel"});
   test::require_error([&] { one.forward(xg::zeros({4, 3})); }, {"BatchNorm1d", "expected input [N, 2"});
   test::require_error([] { nn::GroupNorm(3, 4); }, {"4 channels cannot be split into 3 groups"});
+}
+
+TEST_CASE("rotary embeddings: dot products depend only on the distance between positions", "[nn][transformer]") {
+  namespace F = xg::nn::functional;
+  Tensor q = test::uniform({1, 8}, -1, 1, 40, false), k = test::uniform({1, 8}, -1, 1, 41, false);
+  auto rotated = [](const Tensor& x, std::int64_t pos) {
+    auto [c, s] = F::rope_cos_sin(1, 8, 10000.0, pos, xg::float64);
+    return F::apply_rotary_emb(x, c, s);
+  };
+  const double at_3_1 = xg::sum(rotated(q, 3) * rotated(k, 1)).item();
+  CHECK(xg::sum(rotated(q, 10) * rotated(k, 8)).item() == Approx(at_3_1).epsilon(1e-12));
+  CHECK(xg::sum(rotated(q, 2) * rotated(k, 1)).item() != Approx(at_3_1).epsilon(1e-3));
+  // Position 0 is the identity, and a rotation keeps the norm.
+  CHECK(xg::allclose(rotated(q, 0), q, 0, 1e-15));
+  CHECK(xg::sum(rotated(q, 7) * rotated(q, 7)).item() == Approx(xg::sum(q * q).item()).epsilon(1e-12));
+  // Hugging Face's frequencies: pair i turns by position * 10000^(-2i / D) (checked at position 1, i = 1).
+  auto [c, s] = F::rope_cos_sin(2, 8, 10000.0, 0, xg::float64);
+  CHECK(c.to_vector<double>()[8 + 1] == Approx(std::cos(std::pow(10000.0, -2.0 / 8))).epsilon(1e-14));
+  CHECK(s.to_vector<double>()[8 + 1 + 4] == Approx(std::sin(std::pow(10000.0, -2.0 / 8))).epsilon(1e-14));
+  test::require_error([] { F::rope_cos_sin(4, 5); }, {"head_dim must be positive and even"});
+}
+
+TEST_CASE("grouped-query attention: shared key/value heads, and a cache that decodes as the full pass does", "[nn][transformer]") {
+  // n_kv_heads = 1 equals full multi-head attention whose key and value heads are all that one head.
+  xg::manual_seed(42);
+  nn::MultiHeadAttention mqa(nn::MultiHeadAttentionOptions(8, 4).n_kv_heads(1).causal(true).dtype(xg::float64));
+  nn::MultiHeadAttention mha(nn::MultiHeadAttentionOptions(8, 4).causal(true).dtype(xg::float64));
+  CHECK(mqa.c_attn->weight.shape() == xg::Shape{8 + 2 * 2, 8});
+  {
+    xg::autograd::NoGradGuard ng;
+    Tensor w = mqa.c_attn->weight, b = mqa.c_attn->bias;
+    auto rep = [](const Tensor& t) { return xg::cat({t, t, t, t}, 0); };  // one head of 2 rows, four times
+    mha.c_attn->weight.copy_(xg::cat({w.narrow(0, 0, 8), rep(w.narrow(0, 8, 2)), rep(w.narrow(0, 10, 2))}, 0));
+    mha.c_attn->bias.copy_(xg::cat({b.narrow(0, 0, 8), rep(b.narrow(0, 8, 2)), rep(b.narrow(0, 10, 2))}, 0));
+    mha.c_proj->weight.copy_(mqa.c_proj->weight);
+    mha.c_proj->bias.copy_(mqa.c_proj->bias);
+  }
+  Tensor x = test::uniform({2, 5, 8}, -1, 1, 43, false);
+  CHECK(xg::allclose(mqa.forward(x), mha.forward(x), 1e-12, 1e-12));
+  // With rotary embeddings and grouped heads, decoding one position at a time with the cache gives the
+  // full causal pass's outputs (positions continue after the cached ones).
+  nn::MultiHeadAttention llama(nn::MultiHeadAttentionOptions(8, 4).n_kv_heads(2).rope(true).causal(true).dtype(xg::float64));
+  llama.eval();
+  Tensor full = llama.forward(x);
+  nn::KVCache cache;
+  std::vector<Tensor> steps;
+  for (std::int64_t t = 0; t < 5; ++t) steps.push_back(llama.forward(x.narrow(1, t, 1), Tensor(), &cache));
+  CHECK(cache.k.shape() == xg::Shape{2, 2, 5, 2});  // the cache holds the 2 key/value heads only
+  CHECK(xg::allclose(xg::cat(steps, 1), full, 1e-12, 1e-12));
+  test::require_error([] { nn::MultiHeadAttention(nn::MultiHeadAttentionOptions(8, 4).n_kv_heads(3)); }, {"n_kv_heads 3 must divide"});
+  // SwiGLU is down(silu(gate(x)) * up(x)) with Hugging Face's names.
+  nn::SwiGLU mlp(nn::SwiGLUOptions(8, 12).dtype(xg::float64));
+  std::vector<std::string> names;
+  for (auto& [n, _] : mlp.named_parameters()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"gate_proj.weight", "up_proj.weight", "down_proj.weight"});
+  Tensor want = xg::matmul(xg::silu(xg::matmul(x, mlp.gate_proj->weight.t())) * xg::matmul(x, mlp.up_proj->weight.t()),
+                           mlp.down_proj->weight.t());
+  CHECK(xg::allclose(mlp.forward(x), want, 1e-12, 1e-12));
 }

@@ -499,4 +499,35 @@ Tensor packed_self_attention(const Tensor& qkv, std::int64_t heads, const Attent
                                                     is_autocast_enabled()});
 }
 
+// ---- rotary position embeddings ------------------------------------------------------------------------
+
+std::pair<Tensor, Tensor> rope_cos_sin(std::int64_t seq_len, std::int64_t head_dim, double theta, std::int64_t offset,
+                                       DType dtype) {
+  XG_CHECK(seq_len >= 0 && offset >= 0, "rope_cos_sin: seq_len {} and offset {} must be >= 0", seq_len, offset);
+  XG_CHECK(head_dim > 0 && head_dim % 2 == 0, "rope_cos_sin: head_dim must be positive and even, got {}", head_dim);
+  XG_CHECK(theta > 0 && std::isfinite(theta), "rope_cos_sin: theta must be finite and positive, got {}", theta);
+  const std::int64_t half = head_dim / 2;
+  std::vector<double> c(static_cast<std::size_t>(seq_len * head_dim)), s(c.size());
+  for (std::int64_t t = 0; t < seq_len; ++t)
+    for (std::int64_t i = 0; i < half; ++i) {
+      const double angle = static_cast<double>(offset + t) * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(head_dim));
+      for (std::int64_t j : {i, i + half}) {
+        c[static_cast<std::size_t>(t * head_dim + j)] = std::cos(angle);
+        s[static_cast<std::size_t>(t * head_dim + j)] = std::sin(angle);
+      }
+    }
+  return {tensor(c, {seq_len, head_dim}, {dtype}), tensor(s, {seq_len, head_dim}, {dtype})};
+}
+
+Tensor apply_rotary_emb(const Tensor& x, const Tensor& cos, const Tensor& sin) {
+  XG_CHECK(x.dim() >= 2, "apply_rotary_emb: x must be [..., T, D], got {}", shape_str(x.shape()));
+  const std::int64_t t = x.size(-2), d = x.size(-1);
+  XG_CHECK(d % 2 == 0, "apply_rotary_emb: the head dim {} must be even", d);
+  XG_CHECK(cos.shape() == Shape({t, d}) && sin.shape() == Shape({t, d}),
+           "apply_rotary_emb: cos {} and sin {} must be [{}, {}] for x {}", shape_str(cos.shape()), shape_str(sin.shape()), t,
+           d, shape_str(x.shape()));
+  auto halves = split(x, d / 2, -1);
+  return x * cos + cat({-halves[1], halves[0]}, -1) * sin;
+}
+
 }  // namespace xg::nn::functional

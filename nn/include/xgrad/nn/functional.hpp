@@ -131,6 +131,16 @@ struct AttentionOptions {
 /// it is one fused kernel that keeps a single T x S score block per head in memory at a time (the
 /// backward pass recomputes the block from the saved row log-sum-exps).
 Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& options = {});
+/// Rotary position embeddings (RoPE, as Llama and Hugging Face's rotate_half form compute them): cos and sin
+/// [seq_len, head_dim] for positions offset .. offset + seq_len - 1, the frequency of pair i being
+/// theta^(-2i / head_dim), each repeated for both halves of a head.
+std::pair<Tensor, Tensor> rope_cos_sin(std::int64_t seq_len, std::int64_t head_dim, double theta = 10000.0,
+                                       std::int64_t offset = 0, DType dtype = DType::float32);
+/// x [..., T, D] rotated by its positions: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1] for the
+/// halves x1, x2 of each head. Queries and keys so rotated have dot products that depend only on their
+/// distance.
+Tensor apply_rotary_emb(const Tensor& x, const Tensor& cos, const Tensor& sin);
+
 /// Self-attention over a packed projection: qkv [B, T, 3 C] holds q, k and v side by side (the output of
 /// nanoGPT's c_attn), each split into `heads` heads of C / heads. Returns [B, T, C] with the heads merged:
 /// the values of splitting, scaled_dot_product_attention and merging, but the kernel reads q, k, v and

@@ -251,6 +251,11 @@ struct MultiHeadAttentionOptions {
   XG_OPTION(std::int64_t, window) = 0;    // > 0: sliding-window attention over the last `window` positions
   XG_OPTION(double, dropout) = 0.0;       // on attention weights and on the output (training only)
   XG_OPTION(DType, dtype) = DType::float32;
+  /// Grouped-query attention: heads of keys and values, each shared by num_heads / n_kv_heads query heads
+  /// (0: num_heads, plain multi-head attention; 1: multi-query attention).
+  XG_OPTION(std::int64_t, n_kv_heads) = 0;
+  XG_OPTION(bool, rope) = false;          // rotary position embeddings on queries and keys
+  XG_OPTION(double, rope_theta) = 10000.0;
 };
 
 /// Keys and values of the positions seen so far, [B, H, S, D] each, for incremental decoding.
@@ -279,6 +284,23 @@ class MultiHeadAttention : public Module {
  private:
   MultiHeadAttentionOptions options_;
   Generator* gen_;
+};
+
+struct SwiGLUOptions {
+  SwiGLUOptions(std::int64_t dim, std::int64_t hidden_dim) : dim_(dim), hidden_(hidden_dim) {}
+  std::int64_t dim_, hidden_;
+  XG_OPTION(bool, bias) = false;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// The gated MLP of Llama and PaLM: down_proj(silu(gate_proj(x)) * up_proj(x)), with Hugging Face's
+/// parameter names (gate_proj and up_proj [hidden, dim], down_proj [dim, hidden]).
+class SwiGLU : public Module {
+ public:
+  explicit SwiGLU(const SwiGLUOptions& options, Generator* gen = nullptr);
+  SwiGLU(std::int64_t dim, std::int64_t hidden_dim) : SwiGLU(SwiGLUOptions(dim, hidden_dim)) {}
+  Tensor forward(const Tensor& x) override;
+  std::shared_ptr<Linear> gate_proj, up_proj, down_proj;
 };
 
 #undef XG_OPTION
