@@ -5,7 +5,8 @@
 // attention_1024 (causal attention forward + backward, GPT-2's 12 heads of 64 over 1024 tokens),
 // attention_baby (the same at the baby GPT's shape, as it calls it: batch 12, 4 heads of 32 over 64 tokens
 // read from the packed [B, T, 3C] projection), func_vjp, func_jvp, func_hvp (xg::func on a two-layer tanh
-// MLP, with respect to its input [64, 256]).
+// MLP, with respect to its input [64, 256]), conv2d_3x3 (batch 32, 8 -> 8 channels, 28 x 28, forward and
+// backward).
 #include <cblas.h>
 #include <xgrad/xgrad.hpp>
 
@@ -88,6 +89,17 @@ int main(int argc, char** argv) {
     seconds = median_seconds([&] {
       for (auto* t : {&q, &k, &v}) t->set_grad({});
       xg::nn::functional::scaled_dot_product_attention(q, k, v, {.causal = true}).backward(g);
+    });
+  } else if (name == "conv2d_3x3") {
+    // A 3x3 convolution with padding 1, batch 32, 8 -> 8 channels, 28 x 28: forward and backward.
+    xg::Generator gen(0);
+    xg::Tensor x = xg::randn({32, 8, 28, 28}, {xg::float32}, &gen).requires_grad_(true);
+    xg::Tensor w = xg::randn({8, 8, 3, 3}, {xg::float32}, &gen).requires_grad_(true);
+    xg::Tensor b = xg::randn({8}, {xg::float32}, &gen).requires_grad_(true);
+    xg::Tensor g = xg::randn({32, 8, 28, 28}, {xg::float32}, &gen);
+    seconds = median_seconds([&] {
+      for (auto* t : {&x, &w, &b}) t->set_grad({});
+      xg::nn::functional::conv2d(x, w, b, {.padding = {1, 1}}).backward(g);
     });
   } else if (name.rfind("func_", 0) == 0) {
     xg::Generator gen(0);

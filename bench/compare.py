@@ -33,7 +33,7 @@ def main():
     for case, unit, scale in [("op_forward", "us/op", 1e6), ("op_fwd_bwd", "us/op", 1e6),
                               ("linear_baby", "ms", 1e3), ("linear_gpt2", "ms", 1e3), ("attention_1024", "ms", 1e3),
                               ("attention_baby", "ms", 1e3), ("func_vjp", "ms", 1e3), ("func_jvp", "ms", 1e3),
-                              ("func_hvp", "ms", 1e3)]:
+                              ("func_hvp", "ms", 1e3), ("conv2d_3x3", "ms", 1e3)]:
         xs, ts, raw = [], [], []
         for _ in range(args.rounds):
             xs.append(run([xg_bin, case, str(args.threads)], args.threads))

@@ -53,6 +53,18 @@ def main():
             torch.matmul(x, w.t()).backward(g)
 
         seconds = median_seconds(step)
+    elif name == "conv2d_3x3":
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(32, 8, 28, 28, generator=gen, requires_grad=True)
+        w = torch.randn(8, 8, 3, 3, generator=gen, requires_grad=True)
+        b = torch.randn(8, generator=gen, requires_grad=True)
+        g = torch.randn(32, 8, 28, 28, generator=gen)
+
+        def step():
+            x.grad = w.grad = b.grad = None
+            torch.nn.functional.conv2d(x, w, b, padding=1).backward(g)
+
+        seconds = median_seconds(step)
     elif name.startswith("func_"):
         # functorch (bundled with torch 1.13; torch.func since 2.0): jvp in true forward mode, hvp as
         # forward-over-reverse, the fastest forms PyTorch offers.

@@ -176,6 +176,21 @@ const std::vector<OpCase>& cases() {
       {"cross_entropy sum", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::sum}); }, {{5, 4}}},
       {"cross_entropy none", [](auto& v) { return F::cross_entropy(v[0], targets5(), {.reduction = F::Reduction::none}); }, {{5, 4}}},
       {"cross_entropy 3-d", [](auto& v) { return F::cross_entropy(v[0], ids()); }, {{2, 3, 5}}},
+      // ---- convolution and pooling ----
+      {"unfold stride, padding, dilation", [](auto& v) { return F::unfold(v[0], {{2, 3}, {2, 1}, {1, 0}, {1, 2}}); }, {{2, 2, 5, 6}}},
+      {"fold", [](auto& v) { return F::fold(v[0], {4, 5}, {{2, 2}, {1, 2}, {1, 0}, {1, 1}}); }, {{2, 8, 10}}},
+      {"conv2d", [](auto& v) { return F::conv2d(v[0], v[1], v[2]); }, {{2, 3, 5, 4}, {4, 3, 3, 2}, {4}}},
+      {"conv2d stride, padding, dilation", [](auto& v) { return F::conv2d(v[0], v[1], {}, {.stride = {2, 1}, .padding = {1, 2}, .dilation = {1, 2}}); },
+       {{1, 2, 6, 5}, {3, 2, 2, 3}}},
+      {"conv2d groups", [](auto& v) { return F::conv2d(v[0], v[1], v[2], {.groups = 2}); }, {{2, 4, 4, 4}, {6, 2, 3, 3}, {6}}},
+      {"conv1d", [](auto& v) { return F::conv1d(v[0], v[1], v[2], {.stride = 2, .padding = 1}); }, {{2, 3, 7}, {4, 3, 3}, {4}}},
+      {"conv_transpose2d", [](auto& v) { return F::conv_transpose2d(v[0], v[1], v[2], {.stride = {2, 2}, .padding = {1, 0}, .output_padding = {1, 1}}); },
+       {{2, 3, 3, 3}, {3, 2, 3, 2}, {2}}},
+      {"conv_transpose2d groups", [](auto& v) { return F::conv_transpose2d(v[0], v[1], {}, {.groups = 2}); }, {{1, 4, 3, 3}, {4, 1, 2, 2}}},
+      {"max_pool2d", [](auto& v) { return F::max_pool2d(v[0]); }, {{2, 2, 4, 6}}},
+      {"max_pool2d stride 1, padding", [](auto& v) { return F::max_pool2d(v[0], {.kernel = {3, 3}, .stride = {1, 1}, .padding = {1, 1}}); }, {{1, 2, 4, 4}}},
+      {"avg_pool2d padding", [](auto& v) { return F::avg_pool2d(v[0], {.kernel = {2, 3}, .stride = {2, 2}, .padding = {1, 1}}); }, {{2, 2, 5, 5}}},
+      {"adaptive_avg_pool2d uneven", [](auto& v) { return F::adaptive_avg_pool2d(v[0], {3, 2}); }, {{2, 2, 5, 7}}},
       // ---- rotary embeddings: x, cos and sin all differentiable ----
       {"apply_rotary_emb", [](auto& v) { return F::apply_rotary_emb(v[0], v[1], v[2]); }, {{2, 3, 4}, {3, 4}, {3, 4}}},
       // ---- cumsum, pad, topk ----

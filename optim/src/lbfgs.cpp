@@ -136,6 +136,7 @@ LBFGS::LBFGS(const NamedTensors& params, LBFGSOptions o) : Optimizer("LBFGS", {P
   if (options_.max_eval == 0) options_.max_eval = options_.max_iter * 5 / 4;
 }
 
+void LBFGS::step(double) { step(); }
 void LBFGS::step() { fail("LBFGS: step() needs a closure that re-evaluates the loss: opt.step([&] {{ ...; return loss; }})"); }
 
 std::vector<double> LBFGS::flat_grad() const {

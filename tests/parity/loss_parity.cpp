@@ -35,8 +35,9 @@ int main(int argc, char** argv) {
       out.emplace_back(name + ".grad_b", g[1].defined() ? g[1] : xg::zeros_like(b));
     };
     using R = F::Reduction;
-    for (auto [r, rn] : {std::pair{R::mean, "mean"}, {R::sum, "sum"}, {R::none, "none"}}) {
-      const std::string s = rn;
+    for (const auto& reduction : {std::pair{R::mean, "mean"}, {R::sum, "sum"}, {R::none, "none"}}) {
+      const R r = reduction.first;  // a plain variable: the lambdas capture it (clang 14 refuses bindings)
+      const std::string s = reduction.second;
       record("mse_loss." + s, [r](auto& a, auto& b) { return F::mse_loss(a, b, r); }, x, y);
       record("l1_loss." + s, [r](auto& a, auto& b) { return F::l1_loss(a, b, r); }, x, y);
       record("smooth_l1_loss." + s, [r](auto& a, auto& b) { return F::smooth_l1_loss(a, b, r, 0.8); }, x, y);

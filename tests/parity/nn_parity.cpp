@@ -30,10 +30,10 @@ int main(int argc, char** argv) {
       for (auto& [k, v] : m.state_dict()) out.emplace_back(name + ".init." + k, v.detach().clone());
       for (int step = 0; step < 2; ++step) {
         Tensor x = (xg::randn(in_shape, {xg::float64}, &gen) * 2.0 + 0.5).requires_grad_();
-        Tensor g = xg::randn(in_shape, {xg::float64}, &gen);
         m.train();
         m.zero_grad();
         Tensor y = m.forward(x);
+        Tensor g = xg::randn(y.shape(), {xg::float64}, &gen);
         y.backward(g);
         const std::string s = name + ".step" + std::to_string(step);
         out.emplace_back(s + ".x", x.detach());
@@ -58,6 +58,18 @@ int main(int argc, char** argv) {
     run("groupnorm", gn, {2, 6, 5});
     nn::RMSNorm rms(nn::RMSNormOptions(8).eps(1e-6).dtype(xg::float64));
     run("rmsnorm", rms, {2, 3, 8});
+    nn::Conv2d conv(nn::Conv2dOptions(4, 6, {3, 2}).stride({2, 1}).padding({1, 1}).dilation({1, 2}).groups(2).dtype(xg::float64));
+    run("conv2d", conv, {2, 4, 7, 6});
+    nn::Conv1d conv1(3, 5, 3, 2, 1, 1, 1, true, xg::float64);
+    run("conv1d", conv1, {2, 3, 9});
+    nn::ConvTranspose2d convt(nn::Conv2dOptions(4, 2, 3).stride({2, 2}).padding({1, 0}).output_padding({1, 1}).dtype(xg::float64));
+    run("conv_transpose2d", convt, {2, 4, 3, 4});
+    nn::MaxPool2d maxpool(xg::nn::functional::PoolOptions{.kernel = {3, 3}, .stride = {2, 2}, .padding = {1, 1}});
+    run("maxpool2d", maxpool, {2, 3, 7, 6});
+    nn::AvgPool2d avgpool(xg::nn::functional::PoolOptions{.kernel = {2, 3}, .stride = {1, 2}, .padding = {1, 1}});
+    run("avgpool2d", avgpool, {2, 3, 5, 6});
+    nn::AdaptiveAvgPool2d adaptive({3, 4});
+    run("adaptive_avgpool2d", adaptive, {2, 3, 7, 9});
     xg::save_safetensors(argv[1], out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nn_parity: %s\n", e.what());

@@ -1,6 +1,7 @@
 """nn modules against torch.nn with the same weights (written by the nn_parity program): two training steps
 (outputs, the input's and every parameter's gradient, running statistics) and an eval forward, for
-BatchNorm1d, BatchNorm2d, GroupNorm and RMSNorm (torch 1.13 has no nn.RMSNorm: its formula is written here).
+BatchNorm1d, BatchNorm2d, GroupNorm, RMSNorm (torch 1.13 has no nn.RMSNorm: its formula is written here),
+Conv1d, Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d and AdaptiveAvgPool2d.
 
     /usr/bin/python3 nn_parity.py /path/to/nn_parity WORK_DIR
 
@@ -73,6 +74,12 @@ def main():
         "bn2d": torch.nn.BatchNorm2d(4, momentum=0.3, eps=1e-3, dtype=torch.float64),
         "groupnorm": torch.nn.GroupNorm(3, 6, dtype=torch.float64),
         "rmsnorm": RMSNorm(8, 1e-6),
+        "conv2d": torch.nn.Conv2d(4, 6, (3, 2), stride=(2, 1), padding=(1, 1), dilation=(1, 2), groups=2, dtype=torch.float64),
+        "conv1d": torch.nn.Conv1d(3, 5, 3, stride=2, padding=1, dtype=torch.float64),
+        "conv_transpose2d": torch.nn.ConvTranspose2d(4, 2, 3, stride=2, padding=(1, 0), output_padding=1, dtype=torch.float64),
+        "maxpool2d": torch.nn.MaxPool2d(3, stride=2, padding=1),
+        "avgpool2d": torch.nn.AvgPool2d((2, 3), stride=(1, 2), padding=1),
+        "adaptive_avgpool2d": torch.nn.AdaptiveAvgPool2d((3, 4)),
     }
     worst, count = 0.0, 0
     for name, m in modules.items():

@@ -230,8 +230,9 @@ bool partially_overlaps(const Tensor& self, const Tensor& other) {
     for (std::size_t i = 0; i < nd; ++i) (st[i] < 0 ? lo : hi) += (shape[i] - 1) * st[i];
     return std::pair{lo, hi};
   };
-  const auto [lo_s, hi_s] = span(self.offset(), ss);
-  const auto [lo_o, hi_o] = span(other.offset(), so);
+  // Plain variables, not structured bindings: the lambdas below capture them (clang 14 refuses bindings).
+  const std::pair<std::int64_t, std::int64_t> self_span = span(self.offset(), ss), other_span = span(other.offset(), so);
+  const std::int64_t lo_s = self_span.first, hi_s = self_span.second, lo_o = other_span.first, hi_o = other_span.second;
   if (hi_s < lo_o || hi_o < lo_s) return false;
   // Views of one buffer whose spans meet: element by element (rare, linear in the size, and one bit per
   // element of the written span, which lies inside the buffer).

@@ -4,6 +4,7 @@
 // taken for higher-order gradients.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -110,6 +111,53 @@ struct KLDivOptions {
 };
 /// target (log target - input) element by element, for input log-probabilities (0 where target is 0).
 Tensor kl_div(const Tensor& input, const Tensor& target, const KLDivOptions& options = {});
+
+// ---- convolution and pooling (im2col + GEMM; NCHW) ----
+
+/// A 2-d window's geometry: (height, width) pairs.
+struct Window2d {
+  std::array<std::int64_t, 2> kernel{1, 1}, stride{1, 1}, padding{0, 0}, dilation{1, 1};
+};
+/// Every kernel window of x [N, C, H, W] as the columns of [N, C kh kw, L] (torch.nn.functional.unfold);
+/// zeros where a window reaches into the padding.
+Tensor unfold(const Tensor& x, const Window2d& window);
+/// unfold's adjoint: columns [N, C kh kw, L] added back into [N, C, H, W] (torch.nn.functional.fold).
+Tensor fold(const Tensor& columns, std::array<std::int64_t, 2> output_size, const Window2d& window);
+
+/// Options of conv2d, as torch.nn.functional.conv2d's.
+struct ConvOptions {
+  std::array<std::int64_t, 2> stride{1, 1}, padding{0, 0}, dilation{1, 1};
+  std::int64_t groups = 1;
+};
+/// 2-d convolution (cross-correlation, as PyTorch): x [N, C, H, W], weight [out, C / groups, kh, kw], bias
+/// [out] or undefined -> [N, out, oh, ow].
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const ConvOptions& options = {});
+/// Options of conv1d.
+struct Conv1dOptions {
+  std::int64_t stride = 1, padding = 0, dilation = 1, groups = 1;
+};
+/// 1-d convolution: x [N, C, L], weight [out, C / groups, k] -> [N, out, l].
+Tensor conv1d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, const Conv1dOptions& options = {});
+/// Options of conv_transpose2d, as torch.nn.functional.conv_transpose2d's.
+struct ConvTransposeOptions {
+  std::array<std::int64_t, 2> stride{1, 1}, padding{0, 0}, output_padding{0, 0}, dilation{1, 1};
+  std::int64_t groups = 1;
+};
+/// The transposed convolution (conv2d's gradient with respect to its input): x [N, in, H, W], weight
+/// [in, out / groups, kh, kw] -> [N, out, (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1, ...].
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {},
+                        const ConvTransposeOptions& options = {});
+
+/// Options of max_pool2d and avg_pool2d; stride 0 means the kernel size, as in PyTorch.
+struct PoolOptions {
+  std::array<std::int64_t, 2> kernel{2, 2}, stride{0, 0}, padding{0, 0};
+};
+/// The largest value of each window (the gradient goes to it); padding counts as -inf.
+Tensor max_pool2d(const Tensor& x, const PoolOptions& options = {});
+/// The mean of each window, padding counted as zeros (count_include_pad, PyTorch's default).
+Tensor avg_pool2d(const Tensor& x, const PoolOptions& options = {});
+/// The mean over PyTorch's adaptive cells, so the output is exactly output_size.
+Tensor adaptive_avg_pool2d(const Tensor& x, std::array<std::int64_t, 2> output_size);
 
 /// Zeroes each element with probability p in training and scales the rest by 1 / (1 - p).
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen = nullptr);

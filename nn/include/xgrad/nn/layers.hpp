@@ -2,6 +2,7 @@
 // the constructor, the rest as chainable setters), plus the Sequential / ModuleList / ModuleDict containers.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -14,6 +15,9 @@
 #include "xgrad/nn/module.hpp"
 
 namespace xg::nn {
+
+/// A (height, width) pair of a 2-d layer's geometry.
+using Pair2d = std::array<std::int64_t, 2>;
 
 #define XG_OPTION(type, name)  \
   auto& name(type value) {     \
@@ -284,6 +288,94 @@ class MultiHeadAttention : public Module {
  private:
   MultiHeadAttentionOptions options_;
   Generator* gen_;
+};
+
+struct Conv2dOptions {
+  Conv2dOptions(std::int64_t in_channels, std::int64_t out_channels, std::array<std::int64_t, 2> kernel_size)
+      : in_(in_channels), out_(out_channels), kernel_(kernel_size) {}
+  Conv2dOptions(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size)
+      : Conv2dOptions(in_channels, out_channels, {kernel_size, kernel_size}) {}
+  std::int64_t in_, out_;
+  std::array<std::int64_t, 2> kernel_;
+  XG_OPTION(Pair2d, stride) = {1, 1};
+  XG_OPTION(Pair2d, padding) = {0, 0};
+  XG_OPTION(Pair2d, dilation) = {1, 1};
+  XG_OPTION(Pair2d, output_padding) = {0, 0};  // ConvTranspose2d only
+  XG_OPTION(std::int64_t, groups) = 1;
+  XG_OPTION(bool, bias) = true;
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// torch.nn.Conv2d: weight [out, in / groups, kh, kw] and bias [out], initialised as PyTorch does
+/// (uniform in +-1/sqrt(fan_in)); input [N, in, H, W].
+class Conv2d : public Module {
+ public:
+  explicit Conv2d(const Conv2dOptions& options, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias;
+
+ private:
+  Conv2dOptions options_;
+};
+
+/// torch.nn.Conv1d: weight [out, in / groups, k]; input [N, in, L]. Kernel, stride, padding and dilation are
+/// the second of each pair in the options (Conv1dOptions(in, out, k) sets them so).
+class Conv1d : public Module {
+ public:
+  Conv1d(std::int64_t in_channels, std::int64_t out_channels, std::int64_t kernel_size, std::int64_t stride = 1,
+         std::int64_t padding = 0, std::int64_t dilation = 1, std::int64_t groups = 1, bool bias = true,
+         DType dtype = DType::float32, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias;
+
+ private:
+  functional::Conv1dOptions options_;
+};
+
+/// torch.nn.ConvTranspose2d: weight [in, out / groups, kh, kw] and bias [out]; input [N, in, H, W].
+class ConvTranspose2d : public Module {
+ public:
+  explicit ConvTranspose2d(const Conv2dOptions& options, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string extra_repr() const override;
+  Tensor weight, bias;
+
+ private:
+  Conv2dOptions options_;
+};
+
+/// torch.nn.MaxPool2d / AvgPool2d over [N, C, H, W] (stride defaults to the kernel size).
+class MaxPool2d : public Module {
+ public:
+  explicit MaxPool2d(functional::PoolOptions options) : Module("MaxPool2d"), options_(options) {}
+  explicit MaxPool2d(std::int64_t kernel) : MaxPool2d(functional::PoolOptions{.kernel = {kernel, kernel}}) {}
+  Tensor forward(const Tensor& x) override { return functional::max_pool2d(x, options_); }
+  std::string extra_repr() const override;
+
+ private:
+  functional::PoolOptions options_;
+};
+class AvgPool2d : public Module {
+ public:
+  explicit AvgPool2d(functional::PoolOptions options) : Module("AvgPool2d"), options_(options) {}
+  explicit AvgPool2d(std::int64_t kernel) : AvgPool2d(functional::PoolOptions{.kernel = {kernel, kernel}}) {}
+  Tensor forward(const Tensor& x) override { return functional::avg_pool2d(x, options_); }
+  std::string extra_repr() const override;
+
+ private:
+  functional::PoolOptions options_;
+};
+/// torch.nn.AdaptiveAvgPool2d: the mean over cells that divide the input into output_size.
+class AdaptiveAvgPool2d : public Module {
+ public:
+  explicit AdaptiveAvgPool2d(std::array<std::int64_t, 2> output_size) : Module("AdaptiveAvgPool2d"), size_(output_size) {}
+  Tensor forward(const Tensor& x) override { return functional::adaptive_avg_pool2d(x, size_); }
+  std::string extra_repr() const override;
+
+ private:
+  std::array<std::int64_t, 2> size_;
 };
 
 struct SwiGLUOptions {

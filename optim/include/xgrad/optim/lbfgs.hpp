@@ -31,8 +31,9 @@ class LBFGS : public Optimizer {
   LBFGS(const std::vector<Tensor>& params, LBFGSOptions options = {}) : LBFGS(name_params(params), options) {}
   /// Runs up to max_iter iterations; returns the loss closure() gave first.
   double step(const std::function<double()>& closure);
-  /// Without a closure L-BFGS cannot re-evaluate the loss: an error that says so.
+  /// Without a closure L-BFGS cannot re-evaluate the loss: errors that say so.
   void step() override;
+  void step(double grad_scale) override;
   StateDict state_dict() const override;
   void load_state_dict(const StateDict& state) override;
 
