@@ -58,6 +58,12 @@ TEST_CASE("every module passes gradcheck and gradgradcheck in float64", "[nn]") 
       .push_back(std::make_shared<nn::ReLU>());
   check_module(*acts, test::uniform({4, 2, 3}, -1, 1, 10), [&](const Tensor& x) { return acts->forward(x); });
   CHECK(acts->to_string().find("(0): Flatten(start_dim=1, end_dim=-1)") != std::string::npos);
+  nn::LSTM lstm(nn::RNNOptions(3, 2).num_layers(2).dtype(xg::float64));
+  check_module(lstm, test::uniform({3, 2, 3}, -1, 1, 18), [&](const Tensor& x) { return lstm.forward(x); });
+  nn::GRU gru(nn::RNNOptions(2, 3).batch_first(true).dtype(xg::float64));
+  check_module(gru, test::uniform({2, 3, 2}, -1, 1, 19), [&](const Tensor& x) { return gru.forward(x); });
+  nn::Conv2d conv(nn::Conv2dOptions(2, 3, 2).padding({1, 0}).dtype(xg::float64));
+  check_module(conv, test::uniform({1, 2, 3, 3}, -1, 1, 20), [&](const Tensor& x) { return conv.forward(x); });
   nn::SwiGLU swiglu(nn::SwiGLUOptions(4, 6).dtype(xg::float64));
   check_module(swiglu, test::uniform({2, 3, 4}, -1, 1, 16), [&](const Tensor& x) { return swiglu.forward(x); });
   nn::MultiHeadAttention gqa(nn::MultiHeadAttentionOptions(8, 4).n_kv_heads(2).rope(true).causal(true).dtype(xg::float64));
@@ -434,4 +440,33 @@ TEST_CASE("grouped-query attention: shared key/value heads, and a cache that dec
   Tensor want = xg::matmul(xg::silu(xg::matmul(x, mlp.gate_proj->weight.t())) * xg::matmul(x, mlp.up_proj->weight.t()),
                            mlp.down_proj->weight.t());
   CHECK(xg::allclose(mlp.forward(x), want, 1e-12, 1e-12));
+}
+
+TEST_CASE("recurrent layers: states, initial states, unbatched input and PyTorch's names", "[nn]") {
+  xg::manual_seed(3);
+  nn::LSTM lstm(nn::RNNOptions(3, 4).num_layers(2).dtype(xg::float64));
+  std::vector<std::string> names;
+  for (auto& [n, p] : lstm.named_parameters()) names.push_back(n + xg::shape_str(p.shape()));
+  CHECK(names == std::vector<std::string>{"weight_ih_l0[16, 3]", "weight_hh_l0[16, 4]", "bias_ih_l0[16]", "bias_hh_l0[16]",
+                                          "weight_ih_l1[16, 4]", "weight_hh_l1[16, 4]", "bias_ih_l1[16]", "bias_hh_l1[16]"});
+  Tensor x = test::uniform({5, 2, 3}, -1, 1, 50, false);
+  auto [out, h, c] = lstm.forward(x, Tensor(), Tensor());
+  CHECK(out.shape() == xg::Shape{5, 2, 4});
+  CHECK(h.shape() == xg::Shape{2, 2, 4});
+  CHECK(c.shape() == xg::Shape{2, 2, 4});
+  CHECK(xg::allclose(h.select(0, 1), out.select(0, 4), 0, 0));  // the last layer's final h is its last output
+  // Running the sequence in two halves, the second from the first's final states, gives the whole run.
+  auto [first, h1, c1] = lstm.forward(x.narrow(0, 0, 2), Tensor(), Tensor());
+  auto [second, h2, c2] = lstm.forward(x.narrow(0, 2, 3), h1, c1);
+  CHECK(xg::allclose(xg::cat({first, second}, 0), out, 1e-14, 1e-14));
+  CHECK(xg::allclose(c2, c, 1e-14, 1e-14));
+  // Unbatched [T, in] equals a batch of one.
+  Tensor one = x.select(1, 1);
+  CHECK(xg::allclose(lstm.forward(one), lstm.forward(x).select(1, 1), 1e-14, 1e-14));
+  nn::GRU gru(nn::RNNOptions(3, 4).dtype(xg::float64));
+  auto [g_out, g_h] = gru.forward(one, Tensor());
+  CHECK(g_h.shape() == xg::Shape{1, 4});
+  test::require_error([&] { lstm.forward(x, xg::zeros({1, 2, 4}, {xg::float64}), Tensor()); }, {"LSTM", "h0 has shape [1, 2, 4]", "[2, 2, 4]"});
+  test::require_error([&] { gru.forward(xg::zeros({5, 2, 7}, {xg::float64})); }, {"GRU", "7 features, expected 3"});
+  test::require_error([] { nn::LSTM(nn::RNNOptions(3, 0)); }, {"LSTM", "hidden_size 0"});
 }

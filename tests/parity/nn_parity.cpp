@@ -70,6 +70,12 @@ int main(int argc, char** argv) {
     run("avgpool2d", avgpool, {2, 3, 5, 6});
     nn::AdaptiveAvgPool2d adaptive({3, 4});
     run("adaptive_avgpool2d", adaptive, {2, 3, 7, 9});
+    nn::LSTM lstm(nn::RNNOptions(3, 4).num_layers(2).batch_first(true).dtype(xg::float64));
+    run("lstm", lstm, {2, 5, 3});
+    nn::GRU gru(nn::RNNOptions(3, 4).num_layers(2).dtype(xg::float64));
+    run("gru", gru, {5, 2, 3});
+    nn::RNN rnn(nn::RNNOptions(3, 4).relu(true).dtype(xg::float64));
+    run("rnn_relu", rnn, {4, 2, 3});
     xg::save_safetensors(argv[1], out);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nn_parity: %s\n", e.what());

@@ -1,7 +1,7 @@
 """nn modules against torch.nn with the same weights (written by the nn_parity program): two training steps
 (outputs, the input's and every parameter's gradient, running statistics) and an eval forward, for
 BatchNorm1d, BatchNorm2d, GroupNorm, RMSNorm (torch 1.13 has no nn.RMSNorm: its formula is written here),
-Conv1d, Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d and AdaptiveAvgPool2d.
+Conv1d, Conv2d, ConvTranspose2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, RNN, LSTM and GRU.
 
     /usr/bin/python3 nn_parity.py /path/to/nn_parity WORK_DIR
 
@@ -80,6 +80,9 @@ def main():
         "maxpool2d": torch.nn.MaxPool2d(3, stride=2, padding=1),
         "avgpool2d": torch.nn.AvgPool2d((2, 3), stride=(1, 2), padding=1),
         "adaptive_avgpool2d": torch.nn.AdaptiveAvgPool2d((3, 4)),
+        "lstm": torch.nn.LSTM(3, 4, num_layers=2, batch_first=True, dtype=torch.float64),
+        "gru": torch.nn.GRU(3, 4, num_layers=2, dtype=torch.float64),
+        "rnn_relu": torch.nn.RNN(3, 4, nonlinearity="relu", dtype=torch.float64),
     }
     worst, count = 0.0, 0
     for name, m in modules.items():
@@ -91,6 +94,7 @@ def main():
             m.train()
             m.zero_grad()
             y = m(x)
+            y = y[0] if isinstance(y, tuple) else y  # recurrent layers: (output, states)
             y.backward(t[s + ".g"])
             checks = [("y", t[s + ".y"], y.detach()), ("dx", t[s + ".dx"], x.grad)]
             checks += [(f"grad.{k}", t[f"{s}.grad.{k}"], p.grad) for k, p in m.named_parameters()]
@@ -99,7 +103,8 @@ def main():
                 count += 1
         m.eval()
         with torch.no_grad():
-            worst = max(worst, compare(f"{name} eval", t[name + ".eval.y"], m(t[name + ".eval.x"])))
+            y = m(t[name + ".eval.x"])
+            worst = max(worst, compare(f"{name} eval", t[name + ".eval.y"], y[0] if isinstance(y, tuple) else y))
         count += 1
         for k, v in m.state_dict().items():
             worst = max(worst, compare(f"{name} state {k}", t[f"{name}.final.{k}"], v))

@@ -4,9 +4,11 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -376,6 +378,67 @@ class AdaptiveAvgPool2d : public Module {
 
  private:
   std::array<std::int64_t, 2> size_;
+};
+
+struct RNNOptions {
+  RNNOptions(std::int64_t input_size, std::int64_t hidden_size) : input_(input_size), hidden_(hidden_size) {}
+  std::int64_t input_, hidden_;
+  XG_OPTION(std::int64_t, num_layers) = 1;
+  XG_OPTION(bool, bias) = true;
+  XG_OPTION(bool, batch_first) = false;  // input and output [B, T, *] instead of [T, B, *]
+  XG_OPTION(double, dropout) = 0.0;      // on the outputs of every layer but the last (training only)
+  XG_OPTION(bool, relu) = false;         // RNN only: relu instead of tanh
+  XG_OPTION(DType, dtype) = DType::float32;
+};
+
+/// The recurrent layers of torch.nn (RNN, LSTM, GRU), with PyTorch's parameter names and gate layouts
+/// (weight_ih_l{k} [gates H, in], weight_hh_l{k} [gates H, H], bias_ih_l{k}, bias_hh_l{k}; LSTM gates i, f, g,
+/// o; GRU gates r, z, n), so weights load both ways. Input [T, B, in] ([B, T, in] with batch_first, or
+/// [T, in] unbatched); initial states [num_layers, B, H], zeros when undefined. Written with Tensor ops: every
+/// derivative of any order comes with them.
+class RecurrentBase : public Module {
+ public:
+  std::string extra_repr() const override;
+  const RNNOptions& options() const { return options_; }
+
+ protected:
+  RecurrentBase(std::string name, const RNNOptions& options, std::int64_t gates, Generator* gen);
+  /// Runs every layer over the sequence; `cell` maps (input projection of step t, states) to new states,
+  /// states[0] being h. Returns the last layer's outputs and each layer's final states.
+  std::pair<Tensor, std::vector<std::vector<Tensor>>> run(
+      const Tensor& x, std::vector<std::vector<Tensor>> initial,
+      const std::function<std::vector<Tensor>(std::int64_t layer, const Tensor& xw, const std::vector<Tensor>& state)>& cell);
+  Tensor hidden_projection(std::int64_t layer, const Tensor& h) const;
+  std::vector<Tensor> weight_ih_, weight_hh_, bias_ih_, bias_hh_;
+  RNNOptions options_;
+  Generator* gen_;
+};
+
+/// torch.nn.RNN: h' = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh) (or relu).
+class RNN : public RecurrentBase {
+ public:
+  explicit RNN(const RNNOptions& options, Generator* gen = nullptr);
+  /// {output [T, B, H], h_n [num_layers, B, H]}.
+  std::pair<Tensor, Tensor> forward(const Tensor& x, const Tensor& h0);
+  Tensor forward(const Tensor& x) override { return forward(x, Tensor()).first; }
+};
+
+/// torch.nn.LSTM: gates i, f, g, o; c' = f c + i g, h' = o tanh(c').
+class LSTM : public RecurrentBase {
+ public:
+  explicit LSTM(const RNNOptions& options, Generator* gen = nullptr);
+  /// {output [T, B, H], h_n, c_n [num_layers, B, H]}.
+  std::tuple<Tensor, Tensor, Tensor> forward(const Tensor& x, const Tensor& h0, const Tensor& c0);
+  Tensor forward(const Tensor& x) override { return std::get<0>(forward(x, Tensor(), Tensor())); }
+};
+
+/// torch.nn.GRU: r, z gates, n = tanh(x W_in^T + b_in + r (h W_hn^T + b_hn)), h' = (1 - z) n + z h.
+class GRU : public RecurrentBase {
+ public:
+  explicit GRU(const RNNOptions& options, Generator* gen = nullptr);
+  /// {output [T, B, H], h_n [num_layers, B, H]}.
+  std::pair<Tensor, Tensor> forward(const Tensor& x, const Tensor& h0);
+  Tensor forward(const Tensor& x) override { return forward(x, Tensor()).first; }
 };
 
 struct SwiGLUOptions {
