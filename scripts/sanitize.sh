@@ -2,7 +2,7 @@
 # Builds xgrad with sanitizers and runs the tests under them.
 #   bash scripts/sanitize.sh address   # AddressSanitizer + UBSan + LeakSanitizer, the whole suite, with the
 #                                      # tensor cache off so a use after free reaches the sanitizer
-#   bash scripts/sanitize.sh thread    # ThreadSanitizer: the thread and engine tests
+#   bash scripts/sanitize.sh thread    # ThreadSanitizer: the thread, engine and data-loader tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind="${1:-address}"
@@ -28,7 +28,7 @@ case "$kind" in
       -DXGRAD_BUILD_EXAMPLES=OFF -DXGRAD_BUILD_BENCH=OFF
     cmake --build "$build" -j2 --target xgrad_tests
     # oneDNN runs on GNU OpenMP, which is not built for ThreadSanitizer: its pool would show as false races.
-    XGRAD_GEMM=openblas TSAN_OPTIONS=halt_on_error=1 "$build/tests/xgrad_tests" "[threads],[engine]"
+    XGRAD_GEMM=openblas TSAN_OPTIONS=halt_on_error=1 "$build/tests/xgrad_tests" "[threads],[engine],[data]"
     ;;
   *)
     echo "sanitize.sh: address or thread, not $kind" >&2

@@ -3,6 +3,7 @@
 
 #include "xgrad/autograd.hpp"
 #include "xgrad/check.hpp"
+#include "xgrad/data/dataloader.hpp"
 #include "xgrad/distributed/communicator.hpp"
 #include "xgrad/distributed/ddp.hpp"
 #include "xgrad/distributed/zero.hpp"
