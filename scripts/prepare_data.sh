@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
 # Writes the default corpus, the King James Bible (public domain) from Debian's bible-kjv package, to
-# data/kjv.txt as plain text, one verse per line without the verse references. Run by setup.sh.
+# data/kjv.txt as plain text, one verse per line without the verse references, and unpacks Fashion-MNIST
+# (Debian's dataset-fashion-mnist) into data/fashion-mnist/ for examples/cnn. Run by setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fashion=/usr/share/datasets/fashion-mnist
+if [[ -d $fashion ]]; then
+  mkdir -p data/fashion-mnist
+  for f in "$fashion"/*-ubyte.gz; do
+    dest=data/fashion-mnist/$(basename "$f" .gz)
+    [[ -s $dest ]] && continue
+    gzip -dc "$f" > "$dest.part" && mv "$dest.part" "$dest"
+  done
+fi
 out=data/kjv.txt
 if [[ -s "$out" ]]; then
   exit 0

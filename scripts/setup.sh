@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what xgrad needs to build, test and train, on Debian 12 (or a Debian-based system with the
-# same packages), and writes the default training corpus to data/kjv.txt. Safe to run again: it installs
+# same packages), writes the default training corpus to data/kjv.txt and unpacks Fashion-MNIST (the CNN
+# example's images) into data/fashion-mnist/. Safe to run again: it installs
 # only what is missing.
 #
 #   bash scripts/setup.sh           # build and test dependencies
@@ -22,7 +23,7 @@ set -euo pipefail
 # and xgrad's kernels.
 packages=(g++ cmake make ninja-build ccache libxtensor-dev libxtensor-blas-dev libxsimd-dev libfmt-dev catch2
           libopenblas-dev nlohmann-json3-dev libcli11-dev libpcre2-dev pkg-config bible-kjv gnuplot-nox python3
-          libopenmpi-dev openmpi-bin libdnnl-dev ocl-icd-opencl-dev libopenblas-openmp-dev)
+          libopenmpi-dev openmpi-bin libdnnl-dev ocl-icd-opencl-dev libopenblas-openmp-dev dataset-fashion-mnist)
 bpe=auto
 for arg in "$@"; do
   case "$arg" in

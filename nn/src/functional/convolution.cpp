@@ -28,22 +28,42 @@ void check_geometry(const Window2d& w, std::string_view op) {
            w.dilation[1]);
 }
 
+/// The output columns xx of one kernel column whose input column xx stride + off lies in [0, w): [x0, x1).
+std::pair<std::int64_t, std::int64_t> valid_columns(std::int64_t off, std::int64_t stride, std::int64_t w, std::int64_t ow) {
+  const std::int64_t x0 = off >= 0 ? 0 : std::min(ow, (-off + stride - 1) / stride);
+  const std::int64_t x1 = w - 1 - off < 0 ? 0 : std::min(ow, (w - 1 - off) / stride + 1);
+  return {x0, std::max(x0, x1)};
+}
+
 /// x [N, C, H, W] (contiguous) -> cols [N, C kh kw, oh ow], zeros where a window reaches into the padding.
+/// Row by row: each output row of a kernel position is a strided copy (contiguous for stride 1) between
+/// two runs of padding zeros, with the bounds worked out once per row instead of per element.
 template <class T>
 void im2col(const T* x, T* cols, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w, const Window2d& g,
             std::int64_t oh, std::int64_t ow) {
   const std::int64_t kh = g.kernel[0], kw = g.kernel[1], rows = c * kh * kw, l = oh * ow;
-  parallel_for(n * rows, std::max<std::int64_t>(1, 4096 / std::max<std::int64_t>(l, 1)), [&](std::int64_t b, std::int64_t e) {
+  parallel_for(n * rows, std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(l, 1)), [&](std::int64_t b, std::int64_t e) {
     for (std::int64_t r = b; r < e; ++r) {
       const std::int64_t img = r / rows, row = r % rows, ch = row / (kh * kw), i = (row / kw) % kh, j = row % kw;
       const T* src = x + (img * c + ch) * h * w;
       T* dst = cols + r * l;
+      const std::int64_t off = j * g.dilation[1] - g.padding[1], st = g.stride[1];
+      const auto [x0, x1] = valid_columns(off, st, w, ow);
       for (std::int64_t y = 0; y < oh; ++y) {
         const std::int64_t sy = y * g.stride[0] - g.padding[0] + i * g.dilation[0];
-        for (std::int64_t xx = 0; xx < ow; ++xx) {
-          const std::int64_t sx = xx * g.stride[1] - g.padding[1] + j * g.dilation[1];
-          dst[y * ow + xx] = (sy >= 0 && sy < h && sx >= 0 && sx < w) ? src[sy * w + sx] : T(0);
+        T* d = dst + y * ow;
+        if (sy < 0 || sy >= h) {
+          std::fill(d, d + ow, T(0));
+          continue;
         }
+        const T* s = src + sy * w + off;
+        std::fill(d, d + x0, T(0));
+        if (st == 1) {
+          std::copy(s + x0, s + x1, d + x0);
+        } else {
+          for (std::int64_t xx = x0; xx < x1; ++xx) d[xx] = s[xx * st];
+        }
+        std::fill(d + x1, d + ow, T(0));
       }
     }
   });
@@ -62,15 +82,45 @@ void col2im(const T* cols, T* x, std::int64_t n, std::int64_t c, std::int64_t h,
       for (std::int64_t i = 0; i < kh; ++i)
         for (std::int64_t j = 0; j < kw; ++j) {
           const T* src = cols + ((plane * kh + i) * kw + j) * l;
+          const std::int64_t off = j * g.dilation[1] - g.padding[1], st = g.stride[1];
+          const auto [x0, x1] = valid_columns(off, st, w, ow);
           for (std::int64_t y = 0; y < oh; ++y) {
             const std::int64_t sy = y * g.stride[0] - g.padding[0] + i * g.dilation[0];
             if (sy < 0 || sy >= h) continue;
-            for (std::int64_t xx = 0; xx < ow; ++xx) {
-              const std::int64_t sx = xx * g.stride[1] - g.padding[1] + j * g.dilation[1];
-              if (sx >= 0 && sx < w) dst[sy * w + sx] += src[y * ow + xx];
-            }
+            T* d = dst + sy * w + off;
+            const T* s = src + y * ow;
+            for (std::int64_t xx = x0; xx < x1; ++xx) d[xx * st] += s[xx];
           }
         }
+    }
+  });
+}
+
+/// For each output position of a max pooling window over each [H, W] plane, the flat index (y W + x) of the
+/// window's largest value (NaN wins, as in PyTorch; ties go to the first); padding is never chosen.
+template <class T>
+void max_pool_indices(const T* x, std::int64_t* idx, T* values, std::int64_t planes, std::int64_t h, std::int64_t w,
+                      const std::array<std::int64_t, 2>& k, const std::array<std::int64_t, 2>& st,
+                      const std::array<std::int64_t, 2>& pad, std::int64_t oh, std::int64_t ow) {
+  parallel_for(planes, std::max<std::int64_t>(1, 16384 / std::max<std::int64_t>(h * w, 1)), [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t p = b; p < e; ++p) {
+      const T* src = x + p * h * w;
+      std::int64_t* out = idx + p * oh * ow;
+      T* val = values + p * oh * ow;
+      for (std::int64_t y = 0; y < oh; ++y) {
+        const std::int64_t y0 = std::max<std::int64_t>(0, y * st[0] - pad[0]), y1 = std::min(h, y * st[0] - pad[0] + k[0]);
+        for (std::int64_t xx = 0; xx < ow; ++xx) {
+          const std::int64_t x0 = std::max<std::int64_t>(0, xx * st[1] - pad[1]), x1 = std::min(w, xx * st[1] - pad[1] + k[1]);
+          std::int64_t best = y0 * w + x0;
+          for (std::int64_t sy = y0; sy < y1; ++sy)
+            for (std::int64_t sx = x0; sx < x1; ++sx) {
+              const T v = src[sy * w + sx], m = src[best];
+              if (v > m || (v != v && m == m)) best = sy * w + sx;
+            }
+          out[y * ow + xx] = best;
+          val[y * ow + xx] = src[best];
+        }
+      }
     }
   });
 }
@@ -213,8 +263,28 @@ std::pair<Tensor, std::array<std::int64_t, 2>> windows(const Tensor& x, const Po
 }  // namespace
 
 Tensor max_pool2d(const Tensor& x, const PoolOptions& o) {
-  auto [cols, size] = windows(x, o, -INFINITY, "max_pool2d");
-  return max(cols, 2).reshape({x.size(0), x.size(1), size[0], size[1]});  // the gradient goes to each window's max
+  XG_CHECK(x.dim() == 4 && is_floating(x.dtype()), "max_pool2d: expected a float input [N, C, H, W], got {} {}",
+           dtype_name(x.dtype()), shape_str(x.shape()));
+  const std::array<std::int64_t, 2> stride = o.stride[0] > 0 ? o.stride : o.kernel;
+  for (int d = 0; d < 2; ++d) {
+    XG_CHECK(o.kernel[d] > 0 && stride[d] > 0, "max_pool2d: kernel and stride must be positive");
+    XG_CHECK(o.padding[d] >= 0 && 2 * o.padding[d] <= o.kernel[d], "max_pool2d: padding {} must be at most half the kernel {}",
+             o.padding[d], o.kernel[d]);
+  }
+  const std::int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const std::int64_t oh = out_size(h, o.kernel[0], stride[0], o.padding[0], 1), ow = out_size(w, o.kernel[1], stride[1], o.padding[1], 1);
+  XG_CHECK(oh > 0 && ow > 0, "max_pool2d: a ({}, {}) window does not fit the input {}", o.kernel[0], o.kernel[1], shape_str(x.shape()));
+  // The maxima and their positions by a plain loop; the gradient is scattered to those positions by
+  // scatter_add, whose own gradient (a gather) carries every higher order.
+  Tensor idx = empty({n, c, oh * ow}, {DType::int64}), out = empty({n, c, oh, ow}, {x.dtype()});
+  dispatch_float(x.dtype(), "max_pool2d", [&]<class T>() {
+    Tensor xc = contiguous_data(x);
+    max_pool_indices<T>(ptr<T>(xc), ptr<std::int64_t>(idx), ptr<T>(out), n * c, h, w, o.kernel, stride, o.padding, oh, ow);
+  });
+  return autograd::record("max_pool2d", {x}, out, [idx, n, c, h, w, oh, ow](const Tensor& g) {
+    // d out / d x: 1 at each window's maximum, 0 elsewhere.
+    return Grads{scatter_add(zeros({n, c, h * w}, {g.dtype()}), 2, idx, g.reshape({n, c, oh * ow})).reshape({n, c, h, w})};
+  });
 }
 
 Tensor avg_pool2d(const Tensor& x, const PoolOptions& o) {
