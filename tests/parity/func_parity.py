@@ -5,34 +5,10 @@ func_parity program), Hessians, Hessian-vector products, Jacobians in both modes
 
 Exits 77 (reported as skipped by ctest) when PyTorch is not installed, unless XGRAD_REQUIRE_TORCH=1.
 """
-import json
-import os
-import struct
-import subprocess
 import sys
 
-try:
-    import torch
-    from torch.autograd import functional as AF
-except ImportError as e:
-    print(f"{'FAILED' if os.environ.get('XGRAD_REQUIRE_TORCH') == '1' else 'SKIPPED'}: PyTorch cannot be imported "
-          f"({e}; Debian: apt-get install python3-torch)")
-    sys.exit(1 if os.environ.get("XGRAD_REQUIRE_TORCH") == "1" else 77)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    header.pop("__metadata__", None)
-    out = {}
-    for name, e in header.items():
-        assert e["dtype"] == "F64", (name, e["dtype"])
-        b, end = e["data_offsets"]
-        raw = bytearray(data[8 + n + b:8 + n + end])
-        out[name] = torch.frombuffer(raw, dtype=torch.float64).reshape(e["shape"]) if raw else torch.zeros(e["shape"], dtype=torch.float64)
-    return out
+from float64_parity import Checks, run_program, torch  # noqa: F401  (exits 77 without torch)
+from torch.autograd import functional as AF
 
 
 def rosenbrock(x):
@@ -49,26 +25,10 @@ def layer(w, x):
     return (h * h).sum() + torch.log(1 + torch.exp(x)).sum()
 
 
-failures = []
-
-
-def compare(what, got, want):
-    # Both are float64 computations of the same derivative in different orders: agreement to a few
-    # hundred float64 roundings of the largest value.
-    scale = max(want.abs().max().item(), 1.0) if want.numel() else 1.0
-    err = (got - want).abs().max().item() if want.numel() else 0.0
-    ok = got.shape == want.shape and err <= 512 * 2.0 ** -52 * scale
-    print(f"  {'ok  ' if ok else 'FAIL'} {what}: max |diff| {err:.3g} (max |value| {scale:.3g})")
-    if not ok:
-        failures.append(what)
-
-
 def main():
-    prog, work = sys.argv[1], sys.argv[2]
-    os.makedirs(work, exist_ok=True)
-    path = os.path.join(work, "func.safetensors")
-    subprocess.run([prog, path], check=True)
-    t = read_safetensors(path)
+    t = run_program(sys.argv[1], sys.argv[2], "func")
+    checks = Checks(verbose=True)
+    compare = checks.compare
     compare("Rosenbrock Hessian", t["rosen.hessian"], AF.hessian(rosenbrock, t["rosen.x"]))
     compare("Rosenbrock hvp", t["rosen.hvp"], AF.hvp(rosenbrock, t["rosen.x"], t["rosen.v"])[1])
     a, b = t["mixed.a"], t["mixed.b"]
@@ -87,10 +47,7 @@ def main():
     compare("layer Hessian wx", t["layer.hessian.wx"], h[0][1])
     compare("layer Hessian xw", t["layer.hessian.xw"], h[1][0])
     compare("layer Hessian xx", t["layer.hessian.xx"], h[1][1])
-    if failures:
-        print(f"{len(failures)} checks failed: {', '.join(failures)}")
-        sys.exit(1)
-    print("xg::func against torch.autograd.functional: all checks passed")
+    checks.finish("xg::func against torch.autograd.functional")
 
 
 if __name__ == "__main__":
