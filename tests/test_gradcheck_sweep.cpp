@@ -193,6 +193,11 @@ const std::vector<OpCase>& cases() {
       {"adaptive_avg_pool2d uneven", [](auto& v) { return F::adaptive_avg_pool2d(v[0], {3, 2}); }, {{2, 2, 5, 7}}},
       // ---- rotary embeddings: x, cos and sin all differentiable ----
       {"apply_rotary_emb", [](auto& v) { return F::apply_rotary_emb(v[0], v[1], v[2]); }, {{2, 3, 4}, {3, 4}, {3, 4}}},
+      // ---- einsum: contractions as batched matmuls ----
+      {"einsum batched matmul", [](auto& v) { return xg::einsum("bij,bjk->bik", {v[0], v[1]}); }, {{2, 3, 4}, {2, 4, 2}}},
+      {"einsum three operands", [](auto& v) { return xg::einsum("ij,jk,kl->il", {v[0], v[1], v[2]}); }, {{2, 3}, {3, 4}, {4, 2}}},
+      {"einsum outer, summed letter", [](auto& v) { return xg::einsum("ia,j->ji", {v[0], v[1]}); }, {{3, 2}, {4}}},
+      {"einsum implicit output", [](auto& v) { return xg::einsum("ki,jk", {v[0], v[1]}); }, {{3, 2}, {4, 3}}},
       // ---- cumsum, pad, topk ----
       {"cumsum dim 1", [](auto& v) { return xg::cumsum(v[0], 1); }, {{3, 4}}},
       {"cumsum dim 0, 3-d", [](auto& v) { return xg::cumsum(v[0], 0); }, {{3, 2, 2}}},

@@ -138,3 +138,26 @@ TEST_CASE("linspace, randperm, one_hot, topk, cumsum and pad give PyTorch's valu
   test::require_error([] { xg::pad(xg::zeros({3}), {-2, -2}); }, {"leaves nothing"});
   test::require_error([] { xg::randperm(-1); }, {"randperm"});
 }
+
+TEST_CASE("einsum equals the products and sums it names", "[tensor]") {
+  auto u = [](const xg::Shape& s, std::uint64_t seed) { return test::uniform(s, -1, 1, seed, false); };
+  Tensor a = u({3, 4}, 1), b = u({4, 5}, 2), c = u({5, 2}, 3), x = u({2, 3, 4}, 4), y = u({2, 4, 5}, 5), v = u({4}, 6);
+  auto same = [](const Tensor& p, const Tensor& q) { return p.shape() == q.shape() && xg::allclose(p, q, 1e-12, 1e-12); };
+  CHECK(same(xg::einsum("ij,jk->ik", {a, b}), xg::matmul(a, b)));
+  CHECK(same(xg::einsum("ij,jk", {a, b}), xg::matmul(a, b)));  // implicit: the letters used once
+  CHECK(same(xg::einsum("ij,jk->ki", {a, b}), xg::matmul(a, b).t()));
+  CHECK(same(xg::einsum("bij,bjk->bik", {x, y}), xg::matmul(x, y)));
+  CHECK(same(xg::einsum("ij,jk,kl->il", {a, b, c}), xg::matmul(xg::matmul(a, b), c)));
+  CHECK(same(xg::einsum("i,i->", {v, v}), xg::sum(v * v)));
+  CHECK(same(xg::einsum("i,j->ij", {v, v}), xg::matmul(v.reshape({4, 1}), v.reshape({1, 4}))));
+  CHECK(same(xg::einsum("ij->ji", {a}), a.t()));
+  CHECK(same(xg::einsum("ij->", {a}), xg::sum(a)));
+  CHECK(same(xg::einsum("bij->bj", {x}), xg::sum(x, {1})));
+  CHECK(same(xg::einsum("ij,ij->i", {a, a}), xg::sum(a * a, {1})));  // a batch letter and a contracted one
+  test::require_error([&] { xg::einsum("ii->i", {xg::eye(3, {xg::float64})}); }, {"einsum", "appears twice", "diagonals"});
+  test::require_error([&] { xg::einsum("ij,jk->ik", {a, a}); }, {"'j' is 4 in one operand and 3 in another"});
+  test::require_error([&] { xg::einsum("ij,jk->ik", {a}); }, {"names 2 operands, 1 given"});
+  test::require_error([&] { xg::einsum("ijk->i", {a}); }, {"operand 0 has 2 dims"});
+  test::require_error([&] { xg::einsum("ij->iz", {a}); }, {"'z' is in no operand"});
+  test::require_error([&] { xg::einsum("i1->i", {a}); }, {"'1' is not a letter"});
+}

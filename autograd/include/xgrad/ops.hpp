@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -97,6 +98,10 @@ Tensor sum_to(const Tensor& x, const Shape& shape);
 // ---- linear algebra ----
 /// torch.matmul: 1-D, 2-D and batched N-D with broadcast batch dims, on BLAS gemm.
 Tensor matmul(const Tensor& a, const Tensor& b);
+/// Einstein summation as torch.einsum: "bij,bjk->bik", "ii->i" is not supported (a letter appears at most once
+/// per operand); without "->" the output is the letters that appear once, in alphabetical order. Operands
+/// are contracted two at a time, each pair as one batched matmul.
+Tensor einsum(const std::string& equation, const std::vector<Tensor>& operands);
 
 // ---- shape ----
 Tensor reshape(const Tensor& x, const Shape& shape);

@@ -1,5 +1,7 @@
 // matmul on BLAS gemm. Transposed operands are passed to gemm as transpose flags with their leading
 // dimension, never copied; a (B, T, C) @ (C, D) product is one gemm over B*T rows.
+#include <map>
+
 #include "../internal.hpp"
 
 namespace xg {
@@ -128,6 +130,114 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     }
     return Grads{gx, gy};
   });
+}
+
+
+// ---- einsum ---------------------------------------------------------------------------------------------
+
+namespace {
+/// An operand with one letter per dim.
+struct Labeled {
+  Tensor t;
+  std::string letters;
+};
+
+/// t with its dims in the order of `order` (a permutation of its letters).
+Tensor arrange(const Labeled& x, const std::string& order) {
+  Shape perm;
+  for (char c : order) perm.push_back(static_cast<std::int64_t>(x.letters.find(c)));
+  return permute(x.t, perm);
+}
+
+/// Sums out the letters of x that are not in `keep`.
+Labeled reduce_to(const Labeled& x, const std::string& keep) {
+  Shape dims;
+  std::string left;
+  for (std::size_t i = 0; i < x.letters.size(); ++i) {
+    if (keep.find(x.letters[i]) == std::string::npos) dims.push_back(static_cast<std::int64_t>(i));
+    else left += x.letters[i];
+  }
+  return dims.empty() ? x : Labeled{sum(x.t, dims), left};
+}
+
+/// a and b contracted over their shared letters that `keep` does not hold, as one batched matmul:
+/// [batch, a-only, shared] @ [batch, shared, b-only].
+Labeled contract(Labeled a, Labeled b, const std::string& keep, const std::map<char, std::int64_t>& size) {
+  // Letters only one operand has and nothing later needs are summed out first.
+  a = reduce_to(a, keep + b.letters);
+  b = reduce_to(b, keep + a.letters);
+  std::string batch, contracted, a_only, b_only;
+  for (char c : a.letters) {
+    const bool in_b = b.letters.find(c) != std::string::npos, kept = keep.find(c) != std::string::npos;
+    (in_b ? (kept ? batch : contracted) : a_only) += c;
+  }
+  for (char c : b.letters)
+    if (a.letters.find(c) == std::string::npos) b_only += c;
+  auto count = [&](const std::string& ls) {
+    std::int64_t n = 1;
+    for (char c : ls) n = checked_mul(n, size.at(c), "einsum");
+    return n;
+  };
+  Tensor ta = arrange(a, batch + a_only + contracted).reshape({count(batch), count(a_only), count(contracted)});
+  Tensor tb = arrange(b, batch + contracted + b_only).reshape({count(batch), count(contracted), count(b_only)});
+  Shape out_shape;
+  for (char c : batch + a_only + b_only) out_shape.push_back(size.at(c));
+  return {matmul(ta, tb).reshape(out_shape), batch + a_only + b_only};
+}
+}  // namespace
+
+Tensor einsum(const std::string& equation, const std::vector<Tensor>& operands) {
+  std::string eq;
+  for (char c : equation)
+    if (c != ' ') eq += c;
+  const auto arrow = eq.find("->");
+  std::string lhs = eq.substr(0, arrow), out;
+  std::vector<std::string> inputs;
+  for (std::size_t start = 0;;) {
+    const auto comma = lhs.find(',', start);
+    inputs.push_back(lhs.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  XG_CHECK(inputs.size() == operands.size(), "einsum: \"{}\" names {} operands, {} given", equation, inputs.size(),
+           operands.size());
+  std::map<char, std::int64_t> size, uses;
+  for (std::size_t k = 0; k < inputs.size(); ++k) {
+    const std::string& ls = inputs[k];
+    XG_CHECK(operands[k].defined() && static_cast<std::int64_t>(ls.size()) == operands[k].dim(),
+             "einsum: operand {} has {} dims, but \"{}\" names {}", k, operands[k].defined() ? operands[k].dim() : 0, ls,
+             ls.size());
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      const char c = ls[i];
+      XG_CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'), "einsum: \"{}\": '{}' is not a letter", equation, c);
+      XG_CHECK(ls.find(c) == i, "einsum: \"{}\": '{}' appears twice in operand {} (diagonals are not supported)",
+               equation, c, k);
+      const std::int64_t n = operands[k].size(static_cast<std::int64_t>(i));
+      auto [it, fresh] = size.emplace(c, n);
+      XG_CHECK(fresh || it->second == n, "einsum: \"{}\": '{}' is {} in one operand and {} in another", equation, c,
+               it->second, n);
+      ++uses[c];
+    }
+  }
+  if (arrow == std::string::npos) {
+    for (auto [c, n] : uses)
+      if (n == 1) out += c;  // std::map: alphabetical
+  } else {
+    out = eq.substr(arrow + 2);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      XG_CHECK(size.count(out[i]), "einsum: \"{}\": the output's '{}' is in no operand", equation, out[i]);
+      XG_CHECK(out.find(out[i]) == i, "einsum: \"{}\": '{}' appears twice in the output", equation, out[i]);
+    }
+  }
+  // Left to right: each step keeps the letters the output or a later operand needs.
+  Labeled acc{operands[0], inputs[0]};
+  for (std::size_t k = 1; k < operands.size(); ++k) {
+    std::string keep = out;
+    for (std::size_t j = k + 1; j < inputs.size(); ++j) keep += inputs[j];
+    acc = contract(acc, Labeled{operands[k], inputs[k]}, keep, size);
+  }
+  acc = reduce_to(acc, out);
+  return out.empty() ? acc.t.reshape({}) : arrange(acc, out);
 }
 
 }  // namespace xg
